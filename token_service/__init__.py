@@ -1,0 +1,80 @@
+"""Persona token service: mints short-lived scoped JWTs bound to a personaId, tracks revocations in a
+shared store, and verifies tokens for gateways. ``create_app`` is the only wiring point."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+
+from flask import Flask
+
+from token_service.auth import AdapterContext, build_chain
+from token_service.clock import Clock, system_clock
+from token_service.config import Settings, load_settings
+from token_service.errors import ConfigError
+from token_service.keys import KeyMaterialError, KeyRing, SigningKey
+from token_service.service import TokenService
+from token_service.stores import Stores, stores_from_url
+
+__all__ = ["create_app", "ConfigError", "Settings", "load_settings"]
+log = logging.getLogger("token_service")
+
+
+def load_ring(settings: Settings) -> KeyRing:
+    """The key ring: the mounted PEM key, or (embedded default only) a key generated now."""
+    if settings.signing_key_file:
+        try:
+            pem = Path(settings.signing_key_file).read_bytes()
+        except OSError as exc:
+            raise ConfigError(f"TOKEN_SERVICE_SIGNING_KEY_FILE: cannot read {settings.signing_key_file!r} ({exc.strerror})") from None
+        try:
+            key = SigningKey.from_pem(pem, settings.signing_alg, settings.signing_key_passphrase)  # type: ignore[arg-type]
+        except KeyMaterialError as exc:
+            raise ConfigError(f"TOKEN_SERVICE_SIGNING_KEY_FILE: {exc}") from None
+        return KeyRing.single(key)
+    if not settings.embedded:
+        raise ConfigError("TOKEN_SERVICE_REDIS_URL is set but no signing key is: set TOKEN_SERVICE_SIGNING_KEY_FILE")
+    log.warning("no signing key configured: generated an ephemeral %s key; its tokens die with this process", settings.signing_alg)
+    return KeyRing.single(SigningKey.generate(settings.signing_alg))  # type: ignore[arg-type]
+
+
+def _configure_logging(level: str) -> None:
+    root = logging.getLogger("token_service")
+    if not root.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+        root.addHandler(handler)
+        root.propagate = False
+    root.setLevel(level)
+
+
+def create_app(settings: Settings | None = None, *, clock: Clock = system_clock, stores: Stores | None = None,
+               ring: KeyRing | None = None) -> Flask:
+    """Build the WSGI app; settings default to the process environment (read here, once)."""
+    if settings is None:
+        settings = load_settings(os.environ)
+    _configure_logging(settings.log_level)
+    if stores is None:
+        stores = stores_from_url(
+            settings.redis_url, clock, settings.redis_connect_timeout, settings.redis_socket_timeout, settings.redis_max_connections
+        )
+    if not stores.shared:
+        log.warning("running on embedded single-process stores (TOKEN_SERVICE_REDIS_URL is unset): one process only, nothing survives a restart")
+    if ring is None:
+        ring = load_ring(settings)
+    chain = build_chain(settings.auth_adapters, AdapterContext(settings=settings, stores=stores, clock=clock))
+    service = TokenService(settings, stores, ring, chain, clock)
+
+    app = Flask(__name__)
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    if settings.trusted_proxies:
+        from werkzeug.middleware.proxy_fix import ProxyFix
+
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.trusted_proxies)  # type: ignore[method-assign]
+    app.extensions["token_service"] = service
+    from token_service.web import register_web
+
+    register_web(app)
+    return app

@@ -1,0 +1,76 @@
+"""The ``api_key`` adapter: ``Authorization: Bearer pk_…|sk_…|ak_…`` and the bootstrap admin key.
+
+A credential without one of the three prefixes is not ours (None: another adapter may take it). A
+prefixed one that is malformed or fails its checksum is refused without a store lookup. The stored
+digest is compared in constant time. ``last_used_at`` is written at most once a minute per key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+
+from token_service.apikeys import BOOTSTRAP_ID, ApiKey, digests_match, parse_key_text
+from token_service.auth.base import AuthenticationFailed, AuthRequest, Principal, bearer_credentials
+from token_service.clock import Clock
+from token_service.stores.base import ApiKeyStore
+
+LAST_USED_RESOLUTION = 60
+_PREFIXES = ("pk_", "sk_", "ak_")
+
+
+class ApiKeyAdapter:
+    """Authenticates the three kinds of API key and the bootstrap admin key."""
+
+    name = "api_key"
+
+    def __init__(self, store: ApiKeyStore, clock: Clock, bootstrap_key: str | None = None, revoke_from_browsers: bool = True):
+        self._store = store
+        self._clock = clock
+        self._bootstrap = hashlib.sha256(bootstrap_key.encode()).digest() if bootstrap_key else None
+        self._revoke_from_browsers = revoke_from_browsers
+
+    def authenticate(self, request: AuthRequest) -> Principal | None:
+        """See AuthAdapter.authenticate."""
+        credentials = bearer_credentials(request.header("authorization"))
+        if credentials is None:
+            return None
+        if self._bootstrap is not None and hmac.compare_digest(hashlib.sha256(credentials.encode()).digest(), self._bootstrap):
+            if request.from_browser:
+                raise AuthenticationFailed("An admin key must never be sent from a browser.")
+            return Principal(kind="admin", client_id=BOOTSTRAP_ID, subject=BOOTSTRAP_ID)
+        if not credentials.startswith(_PREFIXES):
+            return None
+        parsed = parse_key_text(credentials)
+        if parsed is None:
+            raise AuthenticationFailed("The API key is malformed.")
+        key = self._store.get(parsed.key_id)
+        if key is None or key.type != parsed.kind or not digests_match(key.digest, parsed.digest):
+            raise AuthenticationFailed("The API key is not valid.")
+        now = self._clock()
+        if not key.usable(now):
+            raise AuthenticationFailed("The API key has expired or been revoked.")
+        if key.type != "public" and request.from_browser:
+            # A secret or admin key in a browser is a leaked key: refuse it, and by default revoke it.
+            if self._revoke_from_browsers:
+                self._store.revoke(key.id, int(now))
+            raise AuthenticationFailed("Secret and admin keys must never be sent from a browser.")
+        if key.last_used_at is None or now - key.last_used_at >= LAST_USED_RESOLUTION:
+            self._store.touch(key.id, int(now))
+        return principal_of(key)
+
+
+def principal_of(key: ApiKey) -> Principal:
+    """The Principal an API key authenticates as."""
+    if key.type == "admin":
+        return Principal(kind="admin", client_id=key.id, subject=key.id)
+    return Principal(
+        kind=key.type,
+        client_id=key.id,
+        subject=None,
+        personas=key.personas,
+        scopes=key.scopes,
+        origins=key.origins,
+        permissions=key.permissions,
+        may_name_sub=key.type == "secret",
+    )

@@ -1,0 +1,95 @@
+"""The authentication interface: adapters turn a request into a Principal.
+
+An adapter returns None (not my kind of credential), a Principal, or raises AuthenticationFailed (my
+kind of credential, and bad). The chain asks each configured adapter in order; the first that does
+not return None decides. Adapters see a framework-free AuthRequest, never Flask.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
+
+PrincipalKind = Literal["public", "secret", "admin"]
+
+
+@dataclass(frozen=True, slots=True)
+class AuthRequest:
+    """What an adapter may look at: method, path, headers (lower-case names), raw body, client address."""
+
+    method: str
+    path: str
+    headers: Mapping[str, str]
+    body: bytes = field(default=b"", repr=False)
+    remote_addr: str | None = None
+
+    def header(self, name: str) -> str | None:
+        """A header's value by case-insensitive name, or None."""
+        return self.headers.get(name.lower())
+
+    @property
+    def from_browser(self) -> bool:
+        """True when a browser sent this request (it carries Origin or Sec-Fetch-Mode: cors)."""
+        mode = (self.header("sec-fetch-mode") or "").lower()
+        return self.header("origin") is not None or mode == "cors"
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who is calling, and what they may mint or do.
+
+    ``client_id`` is the id of the credential (or adapter) and goes into the tokens it mints.
+    ``subject`` is the user the tokens are for, when the credential fixes it (None: the caller
+    names ``sub``, or an anonymous subject is generated for public keys).
+    """
+
+    kind: PrincipalKind
+    client_id: str
+    subject: str | None = None
+    personas: tuple[str, ...] = ()
+    scopes: tuple[str, ...] = ()
+    origins: tuple[str, ...] = ()
+    permissions: tuple[str, ...] = ()
+    may_name_sub: bool = False
+
+    @property
+    def is_admin(self) -> bool:
+        """True for admin keys."""
+        return self.kind == "admin"
+
+    def allows_persona(self, persona_id: str) -> bool:
+        """True when the principal may mint for ``persona_id``."""
+        return "*" in self.personas or persona_id in self.personas
+
+    def can_introspect(self) -> bool:
+        """True for admin keys and secret keys granted ``introspect``."""
+        return self.is_admin or (self.kind == "secret" and "introspect" in self.permissions)
+
+
+class AuthenticationFailed(Exception):
+    """The adapter's kind of credential was presented and is bad. The message is safe to show."""
+
+    def __init__(self, description: str = "The credentials are not valid."):
+        self.description = description
+        super().__init__(description)
+
+
+class AuthAdapter(Protocol):
+    """One way of authenticating callers."""
+
+    name: str
+
+    def authenticate(self, request: AuthRequest) -> Principal | None:
+        """A Principal, None when the request carries no credential of this kind; raise AuthenticationFailed when it is bad."""
+
+
+def bearer_credentials(value: str | None) -> str | None:
+    """The credentials of an ``Authorization: Bearer <credentials>`` value (scheme case-insensitive), else None."""
+    if not value:
+        return None
+    scheme, _, credentials = value.strip().partition(" ")
+    credentials = credentials.strip()
+    if scheme.lower() != "bearer" or not credentials or " " in credentials:
+        return None
+    return credentials

@@ -1,0 +1,291 @@
+"""Settings: read once from ``TOKEN_SERVICE_*`` (and an optional TOML file), validated, frozen.
+
+``load_settings(environ)`` is the only reader of the environment. A wrong value raises ConfigError
+with one line naming the setting and what is allowed; ``wsgi.py`` and the CLI print that line and
+exit. The TOML file (``TOKEN_SERVICE_CONFIG``) uses the same names in lower case without the prefix
+(``max_ttl = 600``); the environment wins over the file.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from token_service.errors import ConfigError
+
+PREFIX = "TOKEN_SERVICE_"
+ALGORITHMS = ("ES256", "EdDSA", "RS256")
+SCOPE_RE = re.compile(r"^[!#-\[\]-~]{1,64}$")  # RFC 6749 scope-token: visible ASCII but " and \
+ORIGIN_RE = re.compile(r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?$")
+RATE_RE = re.compile(r"^\s*[0-9]+\s*(/|per)\s*([0-9]+\s*)?(second|minute|hour|day)s?\s*$")
+ADAPTERS_RE = re.compile(r"^[a-z][a-z0-9_]*$")
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Every setting of the service; see the README's table for what each one does."""
+
+    redis_url: str | None = None
+    redis_connect_timeout: float = 0.5
+    redis_socket_timeout: float = 0.5
+    redis_max_connections: int = 50
+    admin_key: str | None = field(default=None, repr=False)
+    issuer: str = "http://localhost:8000"
+    audience: str = "persona-api"
+    signing_alg: str = "ES256"
+    signing_key_file: str | None = None
+    signing_key_passphrase: str | None = field(default=None, repr=False)
+    key_encryption_key: bytes | None = field(default=None, repr=False)
+    max_ttl: int = 900
+    clock_skew: int = 30
+    scopes: tuple[str, ...] = ("chat:read", "chat:write")
+    default_scopes: tuple[str, ...] = ("chat:read", "chat:write")
+    cors_origins: tuple[str, ...] = ()
+    trusted_proxies: int = 0
+    metrics: bool = True
+    jwks_max_age: int = 300
+    signature_window: int = 300
+    rate_limit_public_mint: str = "30/minute"
+    rate_limit_secret_mint: str = "6000/minute"
+    rate_limit_failed_auth: str = "20/minute"
+    rate_limit_admin: str = "120/minute"
+    revoke_keys_from_browsers: bool = True
+    auth_adapters: tuple[str, ...] = ("api_key",)
+    log_level: str = "INFO"
+    config: str | None = None
+
+    @property
+    def embedded(self) -> bool:
+        """True when the service runs on its embedded single-process stores."""
+        return self.redis_url is None
+
+    @property
+    def revocation_horizon(self) -> int:
+        """Seconds after which no token issued before a moment can still pass verification."""
+        return self.max_ttl + self.clock_skew
+
+
+_SECRET_SETTINGS = ("admin_key", "signing_key_passphrase", "key_encryption_key")
+
+
+def _bool(name: str, raw: str) -> bool:
+    value = raw.strip().lower()
+    if value in ("on", "true", "1", "yes"):
+        return True
+    if value in ("off", "false", "0", "no"):
+        return False
+    raise ConfigError(f"{PREFIX}{name.upper()} must be on or off, not {raw!r}")
+
+
+def _int(name: str, raw: str, low: int, high: int) -> int:
+    try:
+        value = int(raw.strip())
+    except ValueError:
+        raise ConfigError(f"{PREFIX}{name.upper()} must be a whole number from {low} to {high}") from None
+    if not low <= value <= high:
+        raise ConfigError(f"{PREFIX}{name.upper()} must be from {low} to {high}, not {value}")
+    return value
+
+
+def _seconds(name: str, raw: str, low: float, high: float) -> float:
+    try:
+        value = float(raw.strip())
+    except ValueError:
+        raise ConfigError(f"{PREFIX}{name.upper()} must be a number of seconds from {low} to {high}") from None
+    if not low <= value <= high:
+        raise ConfigError(f"{PREFIX}{name.upper()} must be from {low} to {high} seconds, not {raw.strip()}")
+    return value
+
+
+def _list(raw: str) -> tuple[str, ...]:
+    return tuple(item.strip() for item in raw.split(",") if item.strip())
+
+
+def _scopes(name: str, raw: str) -> tuple[str, ...]:
+    items = _list(raw)
+    for item in items:
+        if not SCOPE_RE.match(item):
+            raise ConfigError(f"{PREFIX}{name.upper()}: {item!r} is not a valid scope (visible ASCII, no quote or backslash)")
+    return tuple(dict.fromkeys(items))
+
+
+def _key_encryption_key(raw: str) -> bytes:
+    text = raw.strip()
+    decoded: bytes | None = None
+    if re.fullmatch(r"[0-9a-fA-F]+", text) and len(text) % 2 == 0:
+        decoded = bytes.fromhex(text)
+    else:
+        try:
+            decoded = base64.b64decode(text + "=" * (-len(text) % 4), altchars=b"-_" if "-" in text or "_" in text else None, validate=True)
+        except (binascii.Error, ValueError):
+            decoded = None
+    if decoded is None or len(decoded) < 32:
+        raise ConfigError(f"{PREFIX}KEY_ENCRYPTION_KEY must be at least 32 random bytes, given as base64 or hex")
+    return decoded
+
+
+def _read_file_setting(name: str, path: str) -> str:
+    try:
+        return Path(path).read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise ConfigError(f"{PREFIX}{name.upper()}_FILE: cannot read {path!r} ({exc.strerror})") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{PREFIX}{name.upper()}_FILE: {path!r} is not UTF-8 text") from None
+
+
+def _raw_values(environ: Mapping[str, str]) -> dict[str, str]:
+    """Merge the TOML file (if named) and the environment into {setting name: raw text}."""
+    known = {f.name for f in fields(Settings)}
+    file_backed = set(_SECRET_SETTINGS)
+    raw: dict[str, str] = {}
+    config_path = environ.get(PREFIX + "CONFIG")
+    if config_path:
+        try:
+            with open(config_path, "rb") as fh:
+                document: dict[str, Any] = tomllib.load(fh)
+        except OSError as exc:
+            raise ConfigError(f"{PREFIX}CONFIG: cannot read {config_path!r} ({exc.strerror})") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{PREFIX}CONFIG: {config_path!r} is not valid TOML ({exc})") from None
+        for key, value in document.items():
+            base = key[:-5] if key.endswith("_file") and key[:-5] in file_backed else key
+            if base not in known or base == "config":
+                raise ConfigError(f"{PREFIX}CONFIG: unknown setting {key!r} in {config_path!r}")
+            if isinstance(value, bool):
+                text = "on" if value else "off"
+            elif isinstance(value, list):
+                text = ",".join(str(v) for v in value)
+            elif isinstance(value, (str, int, float)):
+                text = str(value)
+            else:
+                raise ConfigError(f"{PREFIX}CONFIG: setting {key!r} has an unsupported type")
+            raw[key] = text
+        raw["config"] = config_path
+    for env_name, value in environ.items():
+        if not env_name.startswith(PREFIX):
+            continue
+        key = env_name[len(PREFIX):].lower()
+        base = key[:-5] if key.endswith("_file") and key[:-5] in file_backed else key
+        if base not in known:
+            raise ConfigError(f"{env_name} is not a setting of this service (see the README's table)")
+        if key != base:
+            raw.pop(base, None)  # the environment wins over the file, whichever form it uses
+        elif base + "_file" in raw:
+            raw.pop(base + "_file")
+        raw[key] = value
+    for name in file_backed:
+        if name + "_file" in raw:
+            if name in raw:
+                raise ConfigError(f"{PREFIX}{name.upper()} and {PREFIX}{name.upper()}_FILE are both set; set one")
+            raw[name] = _read_file_setting(name, raw.pop(name + "_file"))
+    return raw
+
+
+def load_settings(environ: Mapping[str, str]) -> Settings:
+    """Build Settings from an environment mapping; raise ConfigError (one line) on a bad value."""
+    raw = _raw_values(environ)
+    values: dict[str, Any] = {}
+    for name, text in raw.items():
+        values[name] = _parse(name, text)
+    settings = Settings(**values)
+    _check_together(settings)
+    return settings
+
+
+def _parse(name: str, text: str) -> Any:
+    if name == "redis_url":
+        url = text.strip()
+        if not re.match(r"^(redis|rediss|unix|redis\+sentinel|sentinel|redis\+cluster|cluster)://", url):
+            raise ConfigError(f"{PREFIX}REDIS_URL must start with redis://, rediss://, unix://, sentinel:// or cluster://")
+        return url
+    if name in ("redis_connect_timeout", "redis_socket_timeout"):
+        return _seconds(name, text, 0.01, 60)
+    if name == "redis_max_connections":
+        return _int(name, text, 1, 10000)
+    if name == "admin_key":
+        key = text.strip()
+        if not key:
+            return None
+        if len(key) < 32:
+            raise ConfigError(f"{PREFIX}ADMIN_KEY must be at least 32 characters")
+        return key
+    if name in ("issuer", "audience"):
+        value = text.strip()
+        if not value or any(c.isspace() or ord(c) < 0x21 or ord(c) > 0x7E for c in value) or '"' in value:
+            raise ConfigError(f"{PREFIX}{name.upper()} must be non-empty visible ASCII without quotes")
+        if name == "issuer" and not re.match(r"^https?://", value):
+            raise ConfigError(f"{PREFIX}ISSUER must be an http:// or https:// URL")
+        return value.rstrip("/") if name == "issuer" else value
+    if name == "signing_alg":
+        for alg in ALGORITHMS:
+            if text.strip().lower() == alg.lower():
+                return alg
+        raise ConfigError(f"{PREFIX}SIGNING_ALG must be one of {', '.join(ALGORITHMS)}, not {text!r}")
+    if name == "signing_key_file":
+        return text.strip() or None
+    if name == "signing_key_passphrase":
+        return text if text else None
+    if name == "key_encryption_key":
+        return _key_encryption_key(text) if text.strip() else None
+    if name == "max_ttl":
+        return _int(name, text, 1, 86400)
+    if name == "clock_skew":
+        return _int(name, text, 0, 300)
+    if name in ("scopes", "default_scopes"):
+        return _scopes(name, text)
+    if name == "cors_origins":
+        origins = _list(text)
+        for origin in origins:
+            if origin == "*" or not ORIGIN_RE.match(origin):
+                raise ConfigError(f"{PREFIX}CORS_ORIGINS: {origin!r} is not an origin like https://chat.example.com (no '*')")
+        return origins
+    if name == "trusted_proxies":
+        return _int(name, text, 0, 10)
+    if name in ("metrics", "revoke_keys_from_browsers"):
+        return _bool(name, text)
+    if name == "jwks_max_age":
+        return _int(name, text, 0, 86400)
+    if name == "signature_window":
+        return _int(name, text, 1, 3600)
+    if name.startswith("rate_limit_"):
+        if not RATE_RE.match(text):
+            raise ConfigError(f"{PREFIX}{name.upper()} must look like 30/minute (per second, minute, hour or day), not {text!r}")
+        return text.strip()
+    if name == "auth_adapters":
+        names = _list(text)
+        if not names or any(not ADAPTERS_RE.match(n) for n in names) or len(set(names)) != len(names):
+            raise ConfigError(f"{PREFIX}AUTH_ADAPTERS must be a comma-separated list of distinct adapter names")
+        return names
+    if name == "log_level":
+        level = text.strip().upper()
+        if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+            raise ConfigError(f"{PREFIX}LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR")
+        return level
+    if name == "config":
+        return text
+    raise ConfigError(f"{PREFIX}{name.upper()} is not a setting of this service")  # pragma: no cover
+
+
+def _check_together(settings: Settings) -> None:
+    unknown = [s for s in settings.default_scopes if s not in settings.scopes]
+    if unknown:
+        raise ConfigError(f"{PREFIX}DEFAULT_SCOPES: {unknown[0]!r} is not in {PREFIX}SCOPES")
+    if not settings.scopes:
+        raise ConfigError(f"{PREFIX}SCOPES must name at least one scope")
+    if settings.signing_key_passphrase and not settings.signing_key_file:
+        raise ConfigError(f"{PREFIX}SIGNING_KEY_PASSPHRASE is set but {PREFIX}SIGNING_KEY_FILE is not")
+    if settings.key_encryption_key is not None:
+        raise ConfigError(
+            f"{PREFIX}KEY_ENCRYPTION_KEY: the managed (rotating) key ring is not available in this version; "
+            f"use {PREFIX}SIGNING_KEY_FILE"
+        )
+    if settings.redis_url and not settings.signing_key_file:
+        raise ConfigError(
+            f"{PREFIX}REDIS_URL is set but no signing key is: set {PREFIX}SIGNING_KEY_FILE so that every instance signs with the same key"
+        )

@@ -1,0 +1,435 @@
+"""Use cases: mint, verify, introspect, revoke, and the admin operations. Core + stores, no Flask.
+
+Failure policy: the revocation store and the key registry are needed for every decision here. When
+either cannot be reached, a use case raises TemporarilyUnavailable (503): nothing is ever called valid
+without revocation having been checked (fail closed).
+"""
+
+from __future__ import annotations
+
+import secrets
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from token_service.apikeys import BOOTSTRAP_ID, PERMISSIONS, ApiKey, KeyKind, digest_of, generate_key_text, new_key_id
+from token_service.auth import AuthChain, AuthenticationFailed, AuthRequest, Principal
+from token_service.claims import AccessClaims, valid_client_id, valid_jti, valid_persona_id, valid_sub
+from token_service.clock import Clock
+from token_service.config import ORIGIN_RE, Settings
+from token_service.errors import (
+    AccessDenied,
+    Conflict,
+    InsufficientScope,
+    InvalidRequest,
+    InvalidScope,
+    InvalidToken,
+    NotFound,
+    TemporarilyUnavailable,
+    Unauthorized,
+)
+from token_service.keys import KeyRing
+from token_service.revocation import (
+    Revocation,
+    RevocationType,
+    covers,
+    expiry_of,
+    issue_time_after,
+    mint_targets,
+    new_revocation_id,
+    targets_of,
+)
+from token_service.stores.base import Stores, StoreUnavailable
+from token_service.tokens import Reason, TokenCodec, Verdict
+
+MAX_PAGE = 100
+DEFAULT_PAGE = 50
+
+
+@dataclass(frozen=True, slots=True)
+class Minted:
+    """A new token and what the client is told about it."""
+
+    token: str
+    claims: AccessClaims
+    ttl: int
+
+
+def _unavailable(exc: StoreUnavailable) -> TemporarilyUnavailable:
+    return TemporarilyUnavailable("The revocation and key store cannot be reached; retry shortly.")
+
+
+class TokenService:
+    """The service's use cases over the key ring, the codec, the stores and the auth chain."""
+
+    def __init__(self, settings: Settings, stores: Stores, ring: KeyRing, chain: AuthChain, clock: Clock):
+        self.settings = settings
+        self.stores = stores
+        self.ring = ring
+        self.chain = chain
+        self.clock = clock
+        self.codec = TokenCodec(settings.issuer, settings.audience, settings.clock_skew)
+
+    # -- authentication -------------------------------------------------------------------------
+
+    def authenticate(self, request: AuthRequest) -> Principal:
+        """The caller's Principal; Unauthorized (401) when there is none or it is bad."""
+        try:
+            principal = self.chain.authenticate(request)
+        except AuthenticationFailed as exc:
+            raise Unauthorized(exc.description, headers=self.challenge(error="invalid_token", description=exc.description)) from None
+        except StoreUnavailable as exc:
+            raise _unavailable(exc) from None
+        if principal is None:
+            raise Unauthorized("Authentication is required.", headers=self.challenge())
+        return principal
+
+    def challenge(self, error: str | None = None, description: str | None = None, scope: str | None = None) -> dict[str, str]:
+        """The ``WWW-Authenticate`` header of a refusal (RFC 6750 §3)."""
+        parts = [f'Bearer realm="{self.settings.issuer}"']
+        if error:
+            parts.append(f'error="{error}"')
+        if description:
+            parts.append(f'error_description="{description}"')
+        if scope:
+            parts.append(f'scope="{scope}"')
+        return {"WWW-Authenticate": ", ".join(parts)}
+
+    def require_admin(self, request: AuthRequest) -> Principal:
+        """The admin Principal of the request; 401 unauthenticated, 403 for a non-admin credential."""
+        principal = self.authenticate(request)
+        if not principal.is_admin:
+            raise AccessDenied("This endpoint needs an admin key.")
+        return principal
+
+    # -- minting --------------------------------------------------------------------------------
+
+    def mint(self, principal: Principal, persona_id: str, scopes: Sequence[str] | None, ttl: int | None,
+             sub: str | None, origin: str | None) -> Minted:
+        """Mint a token for ``principal``; the checks follow API.md's order of errors."""
+        if principal.is_admin:
+            raise AccessDenied("Admin keys cannot mint tokens.")
+        if principal.kind == "public" and (origin is None or origin not in principal.origins):
+            raise AccessDenied("This public key may not be used from this origin.")
+        if principal.may_name_sub and sub is None:
+            raise InvalidRequest("sub is required for secret keys: name the user the token is for.")
+        if not principal.may_name_sub and sub is not None:
+            raise InvalidRequest("sub may only be given by secret keys and signed requests.")
+        requested = tuple(dict.fromkeys(scopes)) if scopes is not None else self.settings.default_scopes
+        unknown = [s for s in requested if s not in self.settings.scopes]
+        if unknown:
+            raise InvalidScope(f"Unknown scope: {unknown[0]}.")
+        lifetime = self.settings.max_ttl if ttl is None else ttl
+        if not 1 <= lifetime <= self.settings.max_ttl:
+            raise InvalidRequest(f"ttl must be from 1 to {self.settings.max_ttl} seconds.")
+        if not principal.allows_persona(persona_id):
+            raise AccessDenied("This credential may not mint tokens for this persona.")
+        refused = [s for s in requested if s not in principal.scopes]
+        if refused:
+            raise AccessDenied(f"This credential may not grant the scope {refused[0]}.")
+        subject = sub or principal.subject or f"anon:{secrets.token_urlsafe(16)}"
+        key = self.ring.signing
+        if key is None:
+            raise TemporarilyUnavailable("No signing key is available.")
+        try:
+            markers = self.stores.revocations.lookup((*mint_targets(subject, persona_id, principal.client_id), ("kid", key.kid)))
+        except StoreUnavailable as exc:
+            raise _unavailable(exc) from None
+        if markers[-1] is not None:
+            raise TemporarilyUnavailable(
+                "The signing key has been revoked; replace TOKEN_SERVICE_SIGNING_KEY_FILE and restart the instances."
+            )
+        iat = issue_time_after(int(self.clock()), markers[:-1])
+        claims = AccessClaims(
+            iss=self.settings.issuer, aud=self.settings.audience, sub=subject, persona_id=persona_id, scopes=requested,
+            iat=iat, nbf=iat, exp=iat + lifetime, jti=str(uuid.uuid4()), client_id=principal.client_id,
+        )
+        return Minted(token=self.codec.encode(claims, key), claims=claims, ttl=lifetime)
+
+    # -- verification ---------------------------------------------------------------------------
+
+    def inspect(self, token: str) -> Verdict:
+        """The full verdict on a token, revocation entries included (for operators); raises StoreUnavailable."""
+        verdict = self.codec.inspect(token, self.ring, self.clock())
+        kid = (verdict.header or {}).get("kid")
+        if not isinstance(kid, str) or self.ring.get(kid) is None:
+            return verdict  # malformed or unknown key: there is nothing to look up
+        targets = targets_of(verdict.claims, kid) if verdict.claims is not None else (("kid", kid),)
+        reasons = list(verdict.reasons)
+        for target, marker in zip(targets, self.stores.revocations.lookup(targets)):
+            if marker is None:
+                continue
+            if target[0] == "kid":
+                reasons.insert(0, Reason("key_revoked", "The key that signed the token has been revoked.", marker.revocation_id))
+            elif verdict.claims is not None and covers(target, marker, verdict.claims):
+                reasons.append(Reason("revoked", f"The token has been revoked (by {target[0]}).", marker.revocation_id))
+        return Verdict(verdict.header, verdict.claims, tuple(reasons), verdict.raw_claims)
+
+    def verify(self, token: str) -> AccessClaims:
+        """The claims of a token that is valid and not revoked; InvalidToken or TemporarilyUnavailable otherwise."""
+        verdict = self.codec.inspect(token, self.ring, self.clock())
+        if verdict.reasons or verdict.claims is None:
+            raise self._invalid(verdict.reasons[0].detail)
+        claims = verdict.claims
+        targets = targets_of(claims, verdict.header["kid"] if verdict.header else "")
+        try:
+            markers = self.stores.revocations.lookup(targets)
+        except StoreUnavailable as exc:
+            raise _unavailable(exc) from None
+        for target, marker in zip(targets, markers):
+            if marker is not None and covers(target, marker, claims):
+                raise self._invalid("The token has been revoked.")
+        return claims
+
+    def _invalid(self, description: str) -> InvalidToken:
+        return InvalidToken(description, headers=self.challenge("invalid_token", description))
+
+    def check_requirements(self, claims: AccessClaims, persona_id: str | None, scopes: Sequence[str]) -> None:
+        """InsufficientScope when the token is not bound to ``persona_id`` or lacks one of ``scopes``."""
+        scope_text = " ".join(scopes) or None
+        if persona_id is not None and claims.persona_id != persona_id:
+            description = f"The token is not bound to persona {persona_id}."
+            raise InsufficientScope(description, headers=self.challenge("insufficient_scope", description, scope_text))
+        missing = [s for s in scopes if s not in claims.scopes]
+        if missing:
+            description = f"The token lacks the scope {missing[0]}."
+            raise InsufficientScope(description, headers=self.challenge("insufficient_scope", description, scope_text))
+
+    def introspect(self, principal: Principal, token: str) -> dict[str, Any]:
+        """RFC 7662 answer for ``token``: its claims when active, exactly ``{"active": false}`` otherwise."""
+        if not principal.can_introspect():
+            raise AccessDenied("This credential is not granted introspect.")
+        try:
+            claims = self.verify(token)
+        except InvalidToken:
+            return {"active": False}
+        return {"active": True, **claims.to_dict(), "token_type": "Bearer"}
+
+    # -- revocation -----------------------------------------------------------------------------
+
+    def revoke_own(self, token: str) -> None:
+        """RFC 7009: revoke a token its holder presents; a token that is not valid is ignored."""
+        try:
+            claims = self.verify(token)
+        except InvalidToken:
+            return
+        now = int(self.clock())
+        entry = Revocation(
+            id=new_revocation_id(), type="jti", value=claims.jti, reason="revoked by its holder", revoked_at=now,
+            expires_at=expiry_of("jti", now, self.settings.revocation_horizon, claims.exp, self.settings.clock_skew),
+        )
+        self._store_revocation(entry)
+
+    def revoke(self, rtype: str, value: Any, reason: Any) -> Revocation:
+        """Admin revocation of one target; see API.md for what each type covers."""
+        if reason is not None and (not isinstance(reason, str) or len(reason) > 256):
+            raise InvalidRequest("reason must be a string of at most 256 characters, or null.")
+        now = int(self.clock())
+        token_exp: int | None = None
+        kind: RevocationType
+        if rtype == "token":
+            if not isinstance(value, str):
+                raise InvalidRequest("token must be a string.")
+            verdict = self.codec.inspect(value, self.ring, now)
+            if verdict.claims is None:
+                raise InvalidRequest("token is not a token this service issued (its signature does not verify).")
+            kind, value, token_exp = "jti", verdict.claims.jti, verdict.claims.exp
+        elif rtype == "jti":
+            if not valid_jti(value):
+                raise InvalidRequest("jti must be 1 to 256 visible ASCII characters.")
+            kind = "jti"
+        elif rtype == "sub":
+            if not valid_sub(value):
+                raise InvalidRequest("sub must be 1 to 256 visible ASCII characters.")
+            kind = "sub"
+        elif rtype == "personaId":
+            if not valid_persona_id(value):
+                raise InvalidRequest("personaId must be 1 to 128 characters of A-Z a-z 0-9 . _ : -.")
+            kind = "personaId"
+        elif rtype == "client_id":
+            if not valid_client_id(value):
+                raise InvalidRequest("client_id must be 1 to 128 characters of A-Z a-z 0-9 . _ : -.")
+            kind = "client_id"
+        else:
+            if not isinstance(value, str) or not value:
+                raise InvalidRequest("kid must be a non-empty string.")
+            if self.ring.get(value) is None:
+                raise NotFound("No signing key has this kid.")
+            kind = "kid"
+        entry = Revocation(
+            id=new_revocation_id(), type=kind, value=value, reason=reason, revoked_at=now,
+            expires_at=expiry_of(kind, now, self.settings.revocation_horizon, token_exp, self.settings.clock_skew),
+        )
+        self._store_revocation(entry)
+        return entry
+
+    def _store_revocation(self, entry: Revocation) -> None:
+        try:
+            self.stores.revocations.add(entry)
+        except StoreUnavailable as exc:
+            raise _unavailable(exc) from None
+
+    def list_revocations(self, cursor: str | None, limit: int) -> tuple[list[Revocation], str | None]:
+        """A page of the revocations in force."""
+        try:
+            return self.stores.revocations.list(cursor, limit)
+        except ValueError:
+            raise InvalidRequest("cursor is not one this service issued.") from None
+        except StoreUnavailable as exc:
+            raise _unavailable(exc) from None
+
+    def lift_revocation(self, revocation_id: str) -> None:
+        """Lift a revocation made by mistake; NotFound when there is none in force with this id."""
+        try:
+            lifted = self.stores.revocations.lift(revocation_id)
+        except StoreUnavailable as exc:
+            raise _unavailable(exc) from None
+        if lifted is None:
+            raise NotFound("No revocation in force has this id.")
+
+    def revoked_kids(self) -> frozenset[str]:
+        """The kids of the ring that have been revoked (one store round trip)."""
+        kids = [key.kid for key in self.ring.keys]
+        try:
+            markers = self.stores.revocations.lookup([("kid", kid) for kid in kids])
+        except StoreUnavailable as exc:
+            raise _unavailable(exc) from None
+        return frozenset(kid for kid, marker in zip(kids, markers) if marker is not None)
+
+    # -- API keys -------------------------------------------------------------------------------
+
+    def create_api_key(self, body: dict[str, Any]) -> tuple[ApiKey, str]:
+        """Create a key from a validated admin request body; return its record and its text (shown once)."""
+        kind = body.get("type")
+        if kind not in ("public", "secret", "admin"):
+            raise InvalidRequest("type must be public, secret or admin.")
+        key_kind: KeyKind = kind
+        name = body.get("name")
+        if name is not None and (not isinstance(name, str) or not 1 <= len(name) <= 128 or not name.isprintable()):
+            raise InvalidRequest("name must be 1 to 128 printable characters, or null.")
+        personas = _string_list(body, "personas")
+        scopes = _string_list(body, "scopes")
+        origins = _string_list(body, "origins")
+        permissions = _string_list(body, "permissions")
+        if key_kind == "admin":
+            for field_name, values in (("personas", personas), ("scopes", scopes), ("origins", origins), ("permissions", permissions)):
+                if values:
+                    raise InvalidRequest(f"{field_name} does not apply to admin keys.")
+            personas, scopes = (), ()
+        else:
+            if personas is None or not personas:
+                raise InvalidRequest("personas is required: a list of personaIds, or [\"*\"] for all.")
+            for persona in personas:
+                if persona != "*" and not valid_persona_id(persona):
+                    raise InvalidRequest(f"personas: {persona[:64]!r} is not a valid personaId.")
+            if "*" in personas and len(personas) > 1:
+                raise InvalidRequest('personas: ["*"] stands alone.')
+            scopes = self.settings.default_scopes if scopes is None else scopes
+            unknown = [s for s in scopes if s not in self.settings.scopes]
+            if unknown:
+                raise InvalidScope(f"Unknown scope: {unknown[0][:64]}.")
+        if key_kind == "public":
+            if not origins:
+                raise InvalidRequest("origins is required for public keys: the exact origins allowed to use it.")
+            for origin in origins:
+                if not ORIGIN_RE.match(origin):
+                    raise InvalidRequest(f"origins: {origin[:64]!r} is not an origin like https://chat.example.com.")
+        elif origins:
+            raise InvalidRequest("origins applies to public keys only.")
+        if permissions:
+            if key_kind != "secret":
+                raise InvalidRequest("permissions applies to secret keys only.")
+            unknown = [p for p in permissions if p not in PERMISSIONS]
+            if unknown:
+                raise InvalidRequest(f"permissions: unknown permission {unknown[0][:64]!r}.")
+        now = int(self.clock())
+        expires_at = body.get("expires_at")
+        if expires_at is not None and (not isinstance(expires_at, int) or isinstance(expires_at, bool) or expires_at <= now):
+            raise InvalidRequest("expires_at must be a future Unix time in seconds, or null.")
+        key_id = new_key_id()
+        text = generate_key_text(key_kind, key_id)
+        record = ApiKey(
+            id=key_id, type=key_kind, name=name, personas=tuple(dict.fromkeys(personas or ())),
+            scopes=tuple(dict.fromkeys(scopes or ())), origins=tuple(dict.fromkeys(origins or ())),
+            permissions=tuple(dict.fromkeys(permissions or ())), created_at=now, expires_at=expires_at,
+            digest=digest_of(text),
+        )
+        try:
+            self.stores.api_keys.create(record)
+        except StoreUnavailable as exc:
+            raise _unavailable(exc) from None
+        return record, text
+
+    def list_api_keys(self, cursor: str | None, limit: int) -> tuple[list[ApiKey], str | None]:
+        """A page of key records (metadata only is ever shown)."""
+        try:
+            return self.stores.api_keys.list(cursor, limit)
+        except ValueError:
+            raise InvalidRequest("cursor is not one this service issued.") from None
+        except StoreUnavailable as exc:
+            raise _unavailable(exc) from None
+
+    def delete_api_key(self, key_id: str, revoke_tokens: bool) -> None:
+        """Revoke a key at once; with ``revoke_tokens`` every token it minted is refused too."""
+        if key_id == BOOTSTRAP_ID:
+            raise Conflict("The bootstrap key is configuration: unset TOKEN_SERVICE_ADMIN_KEY and restart to remove it.")
+        try:
+            key = self.stores.api_keys.revoke(key_id, int(self.clock()))
+        except StoreUnavailable as exc:
+            raise _unavailable(exc) from None
+        if key is None:
+            raise NotFound("No API key has this id.")
+        if revoke_tokens:
+            self.revoke("client_id", key_id, "API key deleted with revoke_tokens")
+
+    def origin_allowed(self, origin: str) -> bool:
+        """True when CORS may answer ``origin``: configured, or listed by a live public key."""
+        if origin in self.settings.cors_origins:
+            return True
+        try:
+            return self.stores.api_keys.origin_known(origin)
+        except StoreUnavailable:
+            return False
+
+    # -- discovery and health -------------------------------------------------------------------
+
+    def jwks(self) -> dict[str, Any]:
+        """The JWKS: every key of the ring that has not been revoked."""
+        return self.ring.jwks(exclude=self.revoked_kids())
+
+    def metadata(self) -> dict[str, Any]:
+        """RFC 8414 authorization server metadata."""
+        base = self.settings.issuer
+        return {
+            "issuer": base,
+            "jwks_uri": f"{base}/.well-known/jwks.json",
+            "token_endpoint": f"{base}/v1/tokens",
+            "introspection_endpoint": f"{base}/v1/introspect",
+            "revocation_endpoint": f"{base}/v1/revoke",
+            "scopes_supported": list(self.settings.scopes),
+            "token_endpoint_auth_methods_supported": ["bearer"],
+            "introspection_endpoint_auth_methods_supported": ["bearer"],
+            "revocation_endpoint_auth_methods_supported": ["none"],
+            "response_types_supported": [],
+            "grant_types_supported": [],
+        }
+
+    def readiness(self) -> str | None:
+        """None when ready; otherwise the reason it is not."""
+        if self.ring.signing is None:
+            return "no signing key is loaded"
+        try:
+            self.stores.ping()
+        except StoreUnavailable:
+            return "the store cannot be reached"
+        return None
+
+
+def _string_list(body: dict[str, Any], name: str) -> tuple[str, ...] | None:
+    if name not in body:
+        return None
+    value = body[name]
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value) or len(value) > 100:
+        raise InvalidRequest(f"{name} must be a list of at most 100 strings.")
+    return tuple(value)

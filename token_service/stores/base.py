@@ -1,0 +1,81 @@
+"""Store interfaces. Every implementation passes the contract suite in ``tests/stores/``.
+
+Any driver failure is raised as StoreUnavailable (``from`` the driver's error) at the store boundary;
+callers fail closed on it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+from token_service.apikeys import ApiKey
+from token_service.revocation import Marker, Revocation, Target
+
+
+class StoreUnavailable(Exception):
+    """The store cannot be reached or answered in time. The message is safe to log."""
+
+
+class RevocationStore(Protocol):
+    """Revocation entries, shared by every instance."""
+
+    def add(self, entry: Revocation) -> None:
+        """Store ``entry`` and put it in force; when this returns, every instance sees it."""
+
+    def lift(self, revocation_id: str) -> Revocation | None:
+        """Remove an entry; return it, or None when there is no such entry in force."""
+
+    def get(self, revocation_id: str) -> Revocation | None:
+        """The entry with this id, or None (unknown, lifted or forgotten)."""
+
+    def list(self, cursor: str | None, limit: int) -> tuple[list[Revocation], str | None]:
+        """Entries in force, oldest first, ``limit`` at most, and the cursor of the next page (None at the end).
+
+        Raises ValueError for a cursor this store did not issue.
+        """
+
+    def lookup(self, targets: Sequence[Target]) -> list[Marker | None]:
+        """For each target, the strongest entry in force (newest watermark) or None; one round trip."""
+
+
+class ApiKeyStore(Protocol):
+    """API key records (digests only), shared by every instance."""
+
+    def create(self, key: ApiKey) -> None:
+        """Store a new key record."""
+
+    def get(self, key_id: str) -> ApiKey | None:
+        """The record with its ``last_used_at``, or None when there is no such key; one round trip."""
+
+    def list(self, cursor: str | None, limit: int) -> tuple[list[ApiKey], str | None]:
+        """Records in creation order, ``limit`` at most, and the next cursor (None at the end).
+
+        Raises ValueError for a cursor this store did not issue.
+        """
+
+    def revoke(self, key_id: str, at: int) -> ApiKey | None:
+        """Mark the key revoked at ``at`` (kept for the listing); return the record, None if unknown.
+
+        Revoking a revoked key keeps its first ``revoked_at``.
+        """
+
+    def touch(self, key_id: str, at: int) -> None:
+        """Record that the key was used at ``at``."""
+
+    def origin_known(self, origin: str) -> bool:
+        """True when a public key that has not been revoked lists ``origin`` (for CORS preflights)."""
+
+
+class Stores(Protocol):
+    """The stores of one deployment, and a health probe."""
+
+    revocations: RevocationStore
+    api_keys: ApiKeyStore
+
+    def ping(self) -> None:
+        """Return when every store answers; raise StoreUnavailable otherwise."""
+
+    @property
+    def shared(self) -> bool:
+        """True when the stores are shared by several processes (Redis), False for the embedded ones."""

@@ -1,0 +1,339 @@
+"""Redis stores: shared by every instance. One connection pool per process, connect and socket
+timeouts from the settings, every driver error raised as StoreUnavailable.
+
+All keys carry the hash tag ``{ts}`` so that the Lua scripts (atomic multi-key updates) also run on
+Redis Cluster. Layout (``P`` = ``{ts}``):
+- ``P:rev:rec:<id>``  JSON of a revocation, expiring when it may be forgotten (kid: never)
+- ``P:rev:on:<type>:<value>``  the marker the check reads: ``"<revoked_at> <id>"`` of the newest entry
+- ``P:rev:ids:<type>:<value>``  ids of the entries for that target (to recompute a marker on lift)
+- ``P:rev:idx`` / ``P:rev:exp``  sorted sets by sequence number / by expiry (listing, pruning)
+- ``P:key:rec:<id>``  hash of an API key record; ``P:key:idx`` sorted set by sequence number;
+  ``P:key:origin:<origin>`` set of public key ids listing that origin
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+import redis
+from redis.exceptions import RedisError
+
+from token_service.apikeys import ApiKey
+from token_service.clock import Clock
+from token_service.revocation import Marker, Revocation, Target
+from token_service.stores.base import StoreUnavailable
+from token_service.stores.cursor import decode_cursor, encode_cursor
+
+T = TypeVar("T")
+P = "{ts}"
+
+_ADD = """
+local now = tonumber(ARGV[4])
+local stale = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now, 'LIMIT', 0, 200)
+for _, old in ipairs(stale) do
+  redis.call('ZREM', KEYS[2], old)
+  redis.call('ZREM', KEYS[3], old)
+end
+local seq = redis.call('INCR', KEYS[6])
+local ttl = tonumber(ARGV[5])
+if ttl > 0 then
+  redis.call('SET', KEYS[1], ARGV[2], 'PX', ttl)
+  redis.call('ZADD', KEYS[3], ARGV[6], ARGV[1])
+else
+  redis.call('SET', KEYS[1], ARGV[2])
+end
+redis.call('ZADD', KEYS[2], seq, ARGV[1])
+local revoked_at = tonumber(ARGV[3])
+local before = {redis.call('PTTL', KEYS[4]), redis.call('PTTL', KEYS[5])}
+local current = redis.call('GET', KEYS[4])
+local keep = false
+if current then
+  local at = tonumber(string.match(current, '^(%d+) '))
+  if at and at > revoked_at then keep = true end
+end
+if not keep then redis.call('SET', KEYS[4], ARGV[3] .. ' ' .. ARGV[1], 'KEEPTTL') end
+redis.call('SADD', KEYS[5], ARGV[1])
+for i, k in ipairs({KEYS[4], KEYS[5]}) do
+  if ttl <= 0 then
+    redis.call('PERSIST', k)
+  elseif before[i] == -2 or (before[i] >= 0 and before[i] < ttl) then
+    redis.call('PEXPIRE', k, ttl)
+  end
+end
+return seq
+"""
+
+_LIFT = """
+if redis.call('DEL', KEYS[1]) == 0 then return 0 end
+redis.call('ZREM', KEYS[2], ARGV[1])
+redis.call('ZREM', KEYS[3], ARGV[1])
+redis.call('SREM', KEYS[5], ARGV[1])
+local best_at, best_id, longest, forever = -1, nil, 0, false
+for _, id in ipairs(redis.call('SMEMBERS', KEYS[5])) do
+  local rec = redis.call('GET', ARGV[2] .. id)
+  if rec then
+    local entry = cjson.decode(rec)
+    if entry.revoked_at > best_at then best_at, best_id = entry.revoked_at, id end
+    local left = redis.call('PTTL', ARGV[2] .. id)
+    if left == -1 then forever = true elseif left > longest then longest = left end
+  else
+    redis.call('SREM', KEYS[5], id)
+  end
+end
+if best_id then
+  redis.call('SET', KEYS[4], string.format('%d', best_at) .. ' ' .. best_id)
+  for _, k in ipairs({KEYS[4], KEYS[5]}) do
+    if forever then redis.call('PERSIST', k) else redis.call('PEXPIRE', k, math.max(longest, 1)) end
+  end
+else
+  redis.call('DEL', KEYS[4], KEYS[5])
+end
+return 1
+"""
+
+_KEY_CREATE = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], unpack(ARGV, 2))
+local seq = redis.call('INCR', KEYS[3])
+redis.call('ZADD', KEYS[2], seq, ARGV[1])
+return seq
+"""
+
+_KEY_REVOKE = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('HSETNX', KEYS[1], 'revoked_at', ARGV[1])
+return 1
+"""
+
+_KEY_TOUCH = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[1], 'last_used_at', ARGV[1])
+return 1
+"""
+
+
+def _guard(call: Callable[[], T]) -> T:
+    try:
+        return call()
+    except RedisError as exc:
+        raise StoreUnavailable(f"redis: {type(exc).__name__}") from exc
+
+
+def _marker_key(target: Target) -> str:
+    return f"{P}:rev:on:{target[0]}:{target[1]}"
+
+
+def _revocation_json(entry: Revocation) -> str:
+    return json.dumps(entry.to_dict(), separators=(",", ":"))
+
+
+def _revocation_from(raw: bytes | str) -> Revocation:
+    data = json.loads(raw)
+    return Revocation(
+        id=data["id"], type=data["type"], value=data["value"], reason=data["reason"],
+        revoked_at=int(data["revoked_at"]), expires_at=None if data["expires_at"] is None else int(data["expires_at"]),
+    )
+
+
+class RedisRevocationStore:
+    """RevocationStore on Redis; see the module docstring for the layout."""
+
+    def __init__(self, client: redis.Redis, clock: Clock):
+        self._r = client
+        self._clock = clock
+        self._add = client.register_script(_ADD)
+        self._lift = client.register_script(_LIFT)
+
+    def add(self, entry: Revocation) -> None:
+        """See RevocationStore.add."""
+        target: Target = (entry.type, entry.value)
+        now = self._clock()
+        ttl_ms = 0 if entry.expires_at is None else max(1, int((entry.expires_at - now) * 1000))
+        keys = [f"{P}:rev:rec:{entry.id}", f"{P}:rev:idx", f"{P}:rev:exp", _marker_key(target),
+                f"{P}:rev:ids:{entry.type}:{entry.value}", f"{P}:rev:seq"]
+        args = [entry.id, _revocation_json(entry), entry.revoked_at, int(now), ttl_ms, entry.expires_at or 0]
+        _guard(lambda: self._add(keys=keys, args=args))
+
+    def lift(self, revocation_id: str) -> Revocation | None:
+        """See RevocationStore.lift."""
+        entry = self.get(revocation_id)
+        if entry is None:
+            return None
+        keys = [f"{P}:rev:rec:{entry.id}", f"{P}:rev:idx", f"{P}:rev:exp", _marker_key((entry.type, entry.value)),
+                f"{P}:rev:ids:{entry.type}:{entry.value}"]
+        lifted = _guard(lambda: self._lift(keys=keys, args=[entry.id, f"{P}:rev:rec:"]))
+        return entry if lifted else None
+
+    def get(self, revocation_id: str) -> Revocation | None:
+        """See RevocationStore.get."""
+        raw = _guard(lambda: self._r.get(f"{P}:rev:rec:{revocation_id}"))
+        return None if raw is None else _revocation_from(raw)
+
+    def list(self, cursor: str | None, limit: int) -> tuple[list[Revocation], str | None]:
+        """See RevocationStore.list."""
+        after = decode_cursor(cursor)
+        items: list[Revocation] = []
+        scanned = after
+        while True:
+            rows: list[tuple[bytes, float]] = _guard(
+                lambda: self._r.zrangebyscore(f"{P}:rev:idx", f"({scanned}", "+inf", start=0, num=limit + 1, withscores=True)
+            )
+            if not rows:
+                return items, None
+            records = _guard(lambda: self._r.mget([f"{P}:rev:rec:{rid.decode()}" for rid, _ in rows]))
+            gone = []
+            for (rid, score), raw in zip(rows, records):
+                if raw is None:  # expired since it was indexed: forget it lazily
+                    gone.append(rid)
+                elif len(items) == limit:
+                    return items, encode_cursor(scanned)
+                else:
+                    items.append(_revocation_from(raw))
+                scanned = int(score)
+            if gone:
+                _guard(lambda: self._r.zrem(f"{P}:rev:idx", *gone))
+
+    def lookup(self, targets: Sequence[Target]) -> list[Marker | None]:
+        """See RevocationStore.lookup: one MGET."""
+        raw = _guard(lambda: self._r.mget([_marker_key(t) for t in targets]))
+        result: list[Marker | None] = []
+        for value in raw:
+            if value is None:
+                result.append(None)
+            else:
+                at, rid = value.decode().split(" ", 1)
+                result.append(Marker(revocation_id=rid, revoked_at=int(at)))
+        return result
+
+
+_LIST_FIELDS = ("personas", "scopes", "origins", "permissions")
+
+
+class RedisApiKeyStore:
+    """ApiKeyStore on Redis hashes."""
+
+    def __init__(self, client: redis.Redis):
+        self._r = client
+        self._create = client.register_script(_KEY_CREATE)
+        self._revoke = client.register_script(_KEY_REVOKE)
+        self._touch = client.register_script(_KEY_TOUCH)
+
+    def create(self, key: ApiKey) -> None:
+        """See ApiKeyStore.create."""
+        fields: dict[str, str] = {
+            "id": key.id, "type": key.type, "name": json.dumps(key.name), "created_at": str(key.created_at),
+            "expires_at": json.dumps(key.expires_at), "digest": key.digest.hex(),
+            "rotated_from": json.dumps(key.rotated_from),
+        }
+        for name in _LIST_FIELDS:
+            fields[name] = json.dumps(list(getattr(key, name)))
+        flat = [part for pair in fields.items() for part in pair]
+        created = _guard(lambda: self._create(keys=[f"{P}:key:rec:{key.id}", f"{P}:key:idx", f"{P}:key:seq"], args=[key.id, *flat]))
+        if not created:
+            raise ValueError("duplicate key id")
+        if key.type == "public":
+            pipe = self._r.pipeline(transaction=False)
+            for origin in key.origins:
+                pipe.sadd(f"{P}:key:origin:{origin}", key.id)
+            _guard(pipe.execute)
+
+    @staticmethod
+    def _from_hash(data: dict[bytes, bytes]) -> ApiKey:
+        text = {k.decode(): v.decode() for k, v in data.items()}
+        return ApiKey(
+            id=text["id"], type=text["type"],  # type: ignore[arg-type]
+            name=json.loads(text["name"]),
+            personas=tuple(json.loads(text["personas"])), scopes=tuple(json.loads(text["scopes"])),
+            origins=tuple(json.loads(text["origins"])), permissions=tuple(json.loads(text["permissions"])),
+            created_at=int(text["created_at"]), expires_at=json.loads(text["expires_at"]),
+            digest=bytes.fromhex(text["digest"]),
+            revoked_at=int(text["revoked_at"]) if "revoked_at" in text else None,
+            last_used_at=int(text["last_used_at"]) if "last_used_at" in text else None,
+            rotated_from=json.loads(text.get("rotated_from", "null")),
+        )
+
+    def get(self, key_id: str) -> ApiKey | None:
+        """See ApiKeyStore.get: one HGETALL."""
+        data = _guard(lambda: self._r.hgetall(f"{P}:key:rec:{key_id}"))
+        return self._from_hash(data) if data else None
+
+    def list(self, cursor: str | None, limit: int) -> tuple[list[ApiKey], str | None]:
+        """See ApiKeyStore.list."""
+        after = decode_cursor(cursor)
+        rows: list[tuple[bytes, float]] = _guard(
+            lambda: self._r.zrangebyscore(f"{P}:key:idx", f"({after}", "+inf", start=0, num=limit + 1, withscores=True)
+        )
+        pipe = self._r.pipeline(transaction=False)
+        for rid, _ in rows[:limit]:
+            pipe.hgetall(f"{P}:key:rec:{rid.decode()}")
+        records: list[dict[bytes, bytes]] = _guard(pipe.execute) if rows else []
+        items = [self._from_hash(data) for data in records if data]
+        next_cursor = encode_cursor(int(rows[limit - 1][1])) if len(rows) > limit else None
+        return items, next_cursor
+
+    def revoke(self, key_id: str, at: int) -> ApiKey | None:
+        """See ApiKeyStore.revoke."""
+        if not _guard(lambda: self._revoke(keys=[f"{P}:key:rec:{key_id}"], args=[at])):
+            return None
+        key = self.get(key_id)
+        if key is not None and key.type == "public":
+            pipe = self._r.pipeline(transaction=False)
+            for origin in key.origins:
+                pipe.srem(f"{P}:key:origin:{origin}", key.id)
+            _guard(pipe.execute)
+        return key
+
+    def touch(self, key_id: str, at: int) -> None:
+        """See ApiKeyStore.touch."""
+        _guard(lambda: self._touch(keys=[f"{P}:key:rec:{key_id}"], args=[at]))
+
+    def origin_known(self, origin: str) -> bool:
+        """See ApiKeyStore.origin_known."""
+        return bool(_guard(lambda: self._r.scard(f"{P}:key:origin:{origin}")))
+
+
+class RedisStores:
+    """The shared stores of a deployment, on one Redis client (one pool per process)."""
+
+    shared = True
+
+    def __init__(self, client: redis.Redis, clock: Clock):
+        self.client = client
+        self.revocations = RedisRevocationStore(client, clock)
+        self.api_keys = RedisApiKeyStore(client)
+
+    def ping(self) -> None:
+        """See Stores.ping."""
+        _guard(self.client.ping)
+
+    def close(self) -> None:
+        """Release the connection pool."""
+        self.client.close()
+
+
+def client_from_url(url: str, connect_timeout: float, socket_timeout: float, max_connections: int) -> Any:
+    """A redis-py client for a ``redis://``, ``rediss://``, ``unix://``, ``sentinel://`` or ``cluster://`` URL."""
+    options: dict[str, Any] = {
+        "socket_connect_timeout": connect_timeout,
+        "socket_timeout": socket_timeout,
+        "max_connections": max_connections,
+        "health_check_interval": 30,
+    }
+    scheme, _, rest = url.partition("://")
+    if scheme in ("sentinel", "redis+sentinel"):
+        # sentinel://host:port[,host:port...]/service-name[/db]
+        hosts_part, _, path = rest.partition("/")
+        service, _, db = path.partition("/")
+        hosts = []
+        for host in hosts_part.split(","):
+            name, _, port = host.rpartition(":")
+            hosts.append((name or host, int(port or 26379)))
+        options.pop("max_connections")
+        sentinel = redis.sentinel.Sentinel(hosts, sentinel_kwargs={"socket_connect_timeout": connect_timeout, "socket_timeout": socket_timeout}, **options)
+        return sentinel.master_for(service or "mymaster", db=int(db or 0))
+    if scheme in ("cluster", "redis+cluster"):
+        options.pop("health_check_interval")
+        return redis.cluster.RedisCluster.from_url("redis://" + rest, **options)
+    return redis.Redis.from_url(url, **options)

@@ -1,0 +1,191 @@
+"""Encoding and strict checking of access tokens (RFC 9068 JWTs), after RFC 8725.
+
+``inspect`` parses a compact JWS itself (strict base64url, JSON objects without duplicate members,
+a size limit checked before any decoding), looks the ``kid`` up in the ring only, verifies the
+signature with the algorithm bound to that key (PyJWT's algorithm objects), then checks each claim.
+It returns every reason the token fails, so that operators can be shown the whole verdict;
+``verify`` raises the first. Revocation is not decided here: see ``revocation.py``.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import jwt
+from jwt.algorithms import Algorithm as JwtAlgorithm
+
+from token_service.claims import AccessClaims
+from token_service.keys import KeyRing, SigningKey
+
+MAX_TOKEN_LENGTH = 4096
+ACCEPTED_TYP = ("at+jwt", "application/at+jwt")
+_B64URL = re.compile(r"^[A-Za-z0-9_-]*$")
+_HEADER_MEMBERS = frozenset({"alg", "typ", "kid"})
+
+ReasonCode = Literal[
+    "malformed", "unknown_key", "key_revoked", "bad_signature", "expired", "not_yet_valid",
+    "wrong_issuer", "wrong_audience", "revoked",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Reason:
+    """Why a token fails: a code from the contract and a detail for humans (never the token)."""
+
+    code: ReasonCode
+    detail: str
+    revocation_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """What ``inspect`` found: the header (when it parsed), the claims (when the signature holds), the reasons."""
+
+    header: dict[str, Any] | None
+    claims: AccessClaims | None
+    reasons: tuple[Reason, ...] = field(default=())
+    raw_claims: dict[str, Any] | None = None
+
+    @property
+    def valid(self) -> bool:
+        """True when no reason applies."""
+        return not self.reasons and self.claims is not None
+
+
+class TokenRejected(Exception):
+    """The token fails; ``reason`` says why. The message never holds the token."""
+
+    def __init__(self, reason: Reason):
+        self.reason = reason
+        super().__init__(reason.detail)
+
+
+class _DuplicateMember(ValueError):
+    pass
+
+
+def _object_without_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in result:
+            raise _DuplicateMember(key)
+        result[key] = value
+    return result
+
+
+def _b64decode(segment: str) -> bytes:
+    if not _B64URL.match(segment) or len(segment) % 4 == 1:
+        raise ValueError("not base64url")
+    return base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
+
+
+def _json_object(raw: bytes) -> dict[str, Any]:
+    value = json.loads(raw, object_pairs_hook=_object_without_duplicates)
+    if not isinstance(value, dict):
+        raise ValueError("not a JSON object")
+    return value
+
+
+_MALFORMED = Verdict(header=None, claims=None, reasons=(Reason("malformed", "The token is not a well-formed signed JWT."),))
+
+
+class TokenCodec:
+    """Signs and checks access tokens for one issuer and audience, with a clock skew allowance."""
+
+    def __init__(self, issuer: str, audience: str, clock_skew: int):
+        self.issuer = issuer
+        self.audience = audience
+        self.clock_skew = clock_skew
+        self._algorithms: dict[str, JwtAlgorithm] = {}
+
+    def _algorithm(self, name: str) -> JwtAlgorithm:
+        algorithm = self._algorithms.get(name)
+        if algorithm is None:
+            algorithm = self._algorithms[name] = jwt.get_algorithm_by_name(name)
+        return algorithm
+
+    def encode(self, claims: AccessClaims, key: SigningKey) -> str:
+        """Sign ``claims`` with ``key`` (header: alg of the key, typ at+jwt, kid)."""
+        if key.private_key is None:
+            raise ValueError("this key cannot sign")
+        return jwt.encode(dict(claims.to_dict()), key.private_key, algorithm=key.alg, headers={"typ": "at+jwt", "kid": key.kid})
+
+    def inspect(self, token: str, ring: KeyRing, now: float) -> Verdict:
+        """Every reason ``token`` fails, apart from revocation entries; claims only when the signature holds."""
+        if not isinstance(token, str) or len(token) > MAX_TOKEN_LENGTH or token.count(".") != 2:
+            return _MALFORMED
+        header_segment, payload_segment, signature_segment = token.split(".")
+        try:
+            header = _json_object(_b64decode(header_segment))
+            signature = _b64decode(signature_segment)
+        except (ValueError, UnicodeDecodeError, binascii.Error):
+            return _MALFORMED
+        problem = self._header_problem(header)
+        if problem:
+            return Verdict(header=header, claims=None, reasons=(Reason("malformed", problem),))
+        key = ring.get(header["kid"])
+        if key is None:
+            return Verdict(header=header, claims=None, reasons=(Reason("unknown_key", "The token was signed by a key this service does not know."),))
+        reasons: list[Reason] = []
+        if header["alg"] != key.alg:
+            reasons.append(Reason("bad_signature", "The token's algorithm is not the one bound to its key."))
+            return Verdict(header=header, claims=None, reasons=tuple(reasons))
+        signing_input = f"{header_segment}.{payload_segment}".encode("ascii")
+        algorithm = self._algorithm(key.alg)
+        try:
+            good = algorithm.verify(signing_input, key.public_key, signature)
+        except Exception:  # noqa: BLE001 - any failure inside the primitive is a bad signature
+            good = False
+        if not good:
+            reasons.append(Reason("bad_signature", "The token's signature does not verify."))
+            return Verdict(header=header, claims=None, reasons=tuple(reasons))
+        try:
+            payload = _json_object(_b64decode(payload_segment))
+        except (ValueError, UnicodeDecodeError, binascii.Error):
+            reasons.insert(0, Reason("malformed", "The token's payload is not a JSON object."))
+            return Verdict(header=header, claims=None, reasons=tuple(reasons))
+        claims = AccessClaims.from_dict(payload)
+        if claims is None:
+            reasons.insert(0, Reason("malformed", "The token lacks a required claim or has one of the wrong type."))
+            return Verdict(header=header, claims=None, reasons=tuple(reasons), raw_claims=payload)
+        reasons.extend(self._claim_reasons(claims, now))
+        return Verdict(header=header, claims=claims, reasons=tuple(reasons), raw_claims=payload)
+
+    def verify(self, token: str, ring: KeyRing, now: float) -> AccessClaims:
+        """The claims of a token that passes every check but revocation entries; else raise TokenRejected."""
+        verdict = self.inspect(token, ring, now)
+        if verdict.reasons or verdict.claims is None:
+            raise TokenRejected(verdict.reasons[0])
+        return verdict.claims
+
+    @staticmethod
+    def _header_problem(header: dict[str, Any]) -> str | None:
+        if "crit" in header:
+            return "The token has a crit header, which is not supported."
+        extra = set(header) - _HEADER_MEMBERS
+        if extra:
+            return "The token's header has members this service does not accept."
+        typ, kid, alg = header.get("typ"), header.get("kid"), header.get("alg")
+        if not isinstance(typ, str) or typ.lower() not in ACCEPTED_TYP:
+            return "The token's typ is not at+jwt."
+        if not isinstance(alg, str) or not isinstance(kid, str) or not kid:
+            return "The token's header lacks alg or kid."
+        return None
+
+    def _claim_reasons(self, claims: AccessClaims, now: float) -> list[Reason]:
+        reasons: list[Reason] = []
+        skew = self.clock_skew
+        if claims.exp <= now - skew:
+            reasons.append(Reason("expired", "The token has expired."))
+        if claims.nbf > now + skew or claims.iat > now + skew:
+            reasons.append(Reason("not_yet_valid", "The token is not valid yet."))
+        if claims.iss != self.issuer:
+            reasons.append(Reason("wrong_issuer", "The token was issued by another issuer."))
+        if claims.aud != self.audience:
+            reasons.append(Reason("wrong_audience", "The token is meant for another audience."))
+        return reasons
