@@ -8,10 +8,12 @@ import socket
 import subprocess
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import jwt
 import pytest
 import redis
 
@@ -194,3 +196,72 @@ def assert_error(response: Any, status: int, error: str) -> dict[str, Any]:
     assert response.headers["X-Content-Type-Options"] == "nosniff"
     assert response.headers.get("X-Request-Id")
     return dict(body)
+
+
+# -- helpers of the API tests (tests/api/) ----------------------------------------------------------
+
+
+def bearer(credentials: str) -> dict[str, str]:
+    """The Authorization header for ``credentials``."""
+    return {"Authorization": f"Bearer {credentials}"}
+
+
+def all_items(actions: Actions, path: str) -> list[dict[str, Any]]:
+    """Every item of an admin listing, following ``next_cursor`` page by page."""
+    items: list[dict[str, Any]] = []
+    cursor = ""
+    while True:
+        response = actions.admin("GET", path, query_string={"limit": 100, "cursor": cursor})
+        assert response.status_code == 200, response.get_json()
+        body = response.get_json()
+        items.extend(body["items"])
+        if body["next_cursor"] is None:
+            return items
+        cursor = body["next_cursor"]
+
+
+def store_snapshot(actions: Actions) -> dict[str, list[dict[str, Any]]]:
+    """What the stores hold, as the admin API shows it: every revocation and every API key."""
+    return {"revocations": all_items(actions, "/v1/admin/revocations"), "api_keys": all_items(actions, "/v1/admin/api-keys")}
+
+
+@contextmanager
+def store_unchanged(actions: Actions) -> Iterator[None]:
+    """Asserts that the block leaves the revocations and the API keys exactly as they were."""
+    before = store_snapshot(actions)
+    yield
+    assert store_snapshot(actions) == before
+
+
+def token_parts(token: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The header and the claims of a JWT, read without checking anything (to look at what was signed)."""
+    return dict(jwt.get_unverified_header(token)), dict(jwt.decode(token, options={"verify_signature": False}))
+
+
+def write_signing_key(directory: Path, alg: str = "ES256") -> str:
+    """A new PEM private key in ``directory`` (another key than the session's); its path."""
+    path = directory / f"other-{alg}.pem"
+    path.write_bytes(SigningKey.generate(alg).private_pem())  # type: ignore[arg-type]
+    return str(path)
+
+
+def unreachable_store_settings(signing_key_file: str, port: int, **changes: Any) -> Settings:
+    """Settings naming a Redis on a loopback ``port`` nobody listens on (the store is down), short timeouts."""
+    return Settings(
+        redis_url=f"redis://127.0.0.1:{port}/0", admin_key=ADMIN_KEY, signing_key_file=signing_key_file,
+        redis_connect_timeout=0.2, redis_socket_timeout=0.2, log_level="WARNING", **changes,
+    )
+
+
+@pytest.fixture(scope="session")
+def closed_port() -> Iterator[int]:
+    """A loopback port held bound but never listening: connections are refused, and no other process can take it."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        yield int(sock.getsockname()[1])
+
+
+@pytest.fixture
+def down_client(signing_key_file: str, closed_port: int, clock: FakeClock) -> Any:
+    """A test client of an app whose Redis cannot be reached (same signing key and clock as ``app``)."""
+    return create_app(unreachable_store_settings(signing_key_file, closed_port), clock=clock).test_client()

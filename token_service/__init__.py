@@ -13,10 +13,10 @@ from flask import Flask
 from token_service.auth import AdapterContext, build_chain
 from token_service.clock import Clock, system_clock
 from token_service.config import Settings, load_settings
-from token_service.errors import ConfigError
+from token_service.config import ConfigError
 from token_service.keys import KeyMaterialError, KeyRing, SigningKey
 from token_service.service import TokenService
-from token_service.stores import Stores, stores_from_url
+from token_service.stores import Stores, StoreUnavailable, stores_from_url
 
 __all__ = ["create_app", "ConfigError", "Settings", "load_settings"]
 log = logging.getLogger("token_service")
@@ -36,7 +36,6 @@ def load_ring(settings: Settings) -> KeyRing:
         return KeyRing.single(key)
     if not settings.embedded:
         raise ConfigError("TOKEN_SERVICE_REDIS_URL is set but no signing key is: set TOKEN_SERVICE_SIGNING_KEY_FILE")
-    log.warning("no signing key configured: generated an ephemeral %s key; its tokens die with this process", settings.signing_alg)
     return KeyRing.single(SigningKey.generate(settings.signing_alg))  # type: ignore[arg-type]
 
 
@@ -56,15 +55,22 @@ def create_app(settings: Settings | None = None, *, clock: Clock = system_clock,
     if settings is None:
         settings = load_settings(os.environ)
     _configure_logging(settings.log_level)
-    if stores is None:
-        stores = stores_from_url(
-            settings.redis_url, clock, settings.redis_connect_timeout, settings.redis_socket_timeout, settings.redis_max_connections
-        )
-    if not stores.shared:
-        log.warning("running on embedded single-process stores (TOKEN_SERVICE_REDIS_URL is unset): one process only, nothing survives a restart")
+    # Nothing is logged until the wiring has succeeded: a ConfigError stops start-up with its one line only.
+    generated_key = ring is None and not settings.signing_key_file
     if ring is None:
         ring = load_ring(settings)
+    if stores is None:
+        try:
+            stores = stores_from_url(
+                settings.redis_url, clock, settings.redis_connect_timeout, settings.redis_socket_timeout, settings.redis_max_connections
+            )
+        except StoreUnavailable as exc:
+            raise ConfigError(f"TOKEN_SERVICE_REDIS_URL: cannot reach the Redis cluster at start-up ({exc})") from None
     chain = build_chain(settings.auth_adapters, AdapterContext(settings=settings, stores=stores, clock=clock))
+    if not stores.shared:
+        log.warning("running on embedded single-process stores (TOKEN_SERVICE_REDIS_URL is unset): one process only, nothing survives a restart")
+    if generated_key:
+        log.warning("no signing key configured: generated an ephemeral %s key; its tokens die with this process", settings.signing_alg)
     service = TokenService(settings, stores, ring, chain, clock)
 
     app = Flask(__name__)

@@ -22,8 +22,8 @@ from typing import Literal
 KeyKind = Literal["public", "secret", "admin"]
 PREFIX_OF: dict[KeyKind, str] = {"public": "pk", "secret": "sk", "admin": "ak"}
 KIND_OF: dict[str, KeyKind] = {prefix: kind for kind, prefix in PREFIX_OF.items()}
-KEY_ID_RE = re.compile(r"^[0-9A-Za-z]{16}$")
-_KEY_RE = re.compile(r"^(pk|sk|ak)_([0-9A-Za-z]{16})_([0-9A-Za-z]{43})([0-9A-Za-z]{6})$")
+KEY_ID_RE = re.compile(r"^[0-9A-Za-z]{16}\Z")
+_KEY_RE = re.compile(r"^(pk|sk|ak)_([0-9A-Za-z]{16})_([0-9A-Za-z]{43})([0-9A-Za-z]{6})\Z")  # \Z: no trailing newline
 _BASE62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 BOOTSTRAP_ID = "bootstrap"
 PERMISSIONS = ("introspect",)

@@ -9,10 +9,11 @@ import re
 from dataclasses import dataclass
 from typing import Any, TypedDict
 
-PERSONA_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
-SUB_RE = re.compile(r"^[!-~]{1,256}$")
-CLIENT_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
-JTI_RE = re.compile(r"^[!-~]{1,256}$")
+# \Z, not $: "$" also matches before a trailing newline, which would let "bot\n" through (and into headers).
+PERSONA_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}\Z")
+SUB_RE = re.compile(r"^[!-~]{1,256}\Z")
+CLIENT_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}\Z")
+JTI_RE = re.compile(r"^[!-~]{1,256}\Z")
 REQUIRED_CLAIMS = ("iss", "aud", "sub", "personaId", "scope", "iat", "nbf", "exp", "jti", "client_id")
 
 

@@ -16,13 +16,19 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
-from token_service.errors import ConfigError
 
 PREFIX = "TOKEN_SERVICE_"
+
+
+class ConfigError(Exception):
+    """A setting is wrong: start-up stops with this one-line message."""
+
+
 ALGORITHMS = ("ES256", "EdDSA", "RS256")
-SCOPE_RE = re.compile(r"^[!#-\[\]-~]{1,64}$")  # RFC 6749 scope-token: visible ASCII but " and \
-ORIGIN_RE = re.compile(r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?$")
+SCOPE_RE = re.compile(r"^[!#-\[\]-~]{1,64}\Z")  # RFC 6749 scope-token: visible ASCII but " and \; \Z: no trailing newline
+ORIGIN_RE = re.compile(r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?\Z")
 RATE_RE = re.compile(r"^\s*[0-9]+\s*(/|per)\s*([0-9]+\s*)?(second|minute|hour|day)s?\s*$")
 ADAPTERS_RE = re.compile(r"^[a-z][a-z0-9_]*$")
 
@@ -167,6 +173,11 @@ def _raw_values(environ: Mapping[str, str]) -> dict[str, str]:
                 raise ConfigError(f"{PREFIX}CONFIG: setting {key!r} has an unsupported type")
             raw[key] = text
         raw["config"] = config_path
+    for name in sorted(file_backed):
+        # Checked before merging: in the loop below, whichever of the two comes last would silently win.
+        env_name = PREFIX + name.upper()
+        if env_name in environ and env_name + "_FILE" in environ:
+            raise ConfigError(f"{env_name} and {env_name}_FILE are both set; set one")
     for env_name, value in environ.items():
         if not env_name.startswith(PREFIX):
             continue
@@ -203,6 +214,10 @@ def _parse(name: str, text: str) -> Any:
         url = text.strip()
         if not re.match(r"^(redis|rediss|unix|redis\+sentinel|sentinel|redis\+cluster|cluster)://", url):
             raise ConfigError(f"{PREFIX}REDIS_URL must start with redis://, rediss://, unix://, sentinel:// or cluster://")
+        try:
+            urlsplit(url).port  # noqa: B018 - a bad port is refused at start-up, not by the driver's traceback
+        except ValueError:
+            raise ConfigError(f"{PREFIX}REDIS_URL has a port that is not a number from 0 to 65535") from None
         return url
     if name in ("redis_connect_timeout", "redis_socket_timeout"):
         return _seconds(name, text, 0.01, 60)

@@ -132,7 +132,3 @@ class TemporarilyUnavailable(ServiceError):
 
 class ServerError(ServiceError):
     """500: an unexpected failure (details go to the log, never to the client)."""
-
-
-class ConfigError(Exception):
-    """A setting is wrong: start-up stops with this one-line message."""

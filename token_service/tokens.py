@@ -79,13 +79,19 @@ def _object_without_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 
 def _b64decode(segment: str) -> bytes:
-    if not _B64URL.match(segment) or len(segment) % 4 == 1:
+    if not _B64URL.fullmatch(segment) or len(segment) % 4 == 1:
         raise ValueError("not base64url")
-    return base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
+    raw = base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
+    if base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii") != segment:
+        raise ValueError("not canonical base64url")  # spare bits set: strict base64url is the canonical encoding only
+    return raw
 
 
 def _json_object(raw: bytes) -> dict[str, Any]:
-    value = json.loads(raw, object_pairs_hook=_object_without_duplicates)
+    try:
+        value = json.loads(raw, object_pairs_hook=_object_without_duplicates)
+    except RecursionError:
+        raise ValueError("JSON nested too deeply") from None
     if not isinstance(value, dict):
         raise ValueError("not a JSON object")
     return value
@@ -122,6 +128,7 @@ class TokenCodec:
         header_segment, payload_segment, signature_segment = token.split(".")
         try:
             header = _json_object(_b64decode(header_segment))
+            payload_bytes = _b64decode(payload_segment)  # parsed only once the signature holds
             signature = _b64decode(signature_segment)
         except (ValueError, UnicodeDecodeError, binascii.Error):
             return _MALFORMED
@@ -145,7 +152,7 @@ class TokenCodec:
             reasons.append(Reason("bad_signature", "The token's signature does not verify."))
             return Verdict(header=header, claims=None, reasons=tuple(reasons))
         try:
-            payload = _json_object(_b64decode(payload_segment))
+            payload = _json_object(payload_bytes)
         except (ValueError, UnicodeDecodeError, binascii.Error):
             reasons.insert(0, Reason("malformed", "The token's payload is not a JSON object."))
             return Verdict(header=header, claims=None, reasons=tuple(reasons))

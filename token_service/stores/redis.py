@@ -166,10 +166,15 @@ class RedisRevocationStore:
         lifted = _guard(lambda: self._lift(keys=keys, args=[entry.id, f"{P}:rev:rec:"]))
         return entry if lifted else None
 
+    def _live(self, entry: Revocation) -> bool:
+        # Redis expires records on its own clock; the injected clock decides too, as in the memory store.
+        return entry.expires_at is None or entry.expires_at > self._clock()
+
     def get(self, revocation_id: str) -> Revocation | None:
         """See RevocationStore.get."""
         raw = _guard(lambda: self._r.get(f"{P}:rev:rec:{revocation_id}"))
-        return None if raw is None else _revocation_from(raw)
+        entry = None if raw is None else _revocation_from(raw)
+        return entry if entry is not None and self._live(entry) else None
 
     def list(self, cursor: str | None, limit: int) -> tuple[list[Revocation], str | None]:
         """See RevocationStore.list."""
@@ -185,7 +190,7 @@ class RedisRevocationStore:
             records = _guard(lambda: self._r.mget([f"{P}:rev:rec:{rid.decode()}" for rid, _ in rows]))
             gone = []
             for (rid, score), raw in zip(rows, records):
-                if raw is None:  # expired since it was indexed: forget it lazily
+                if raw is None or not self._live(_revocation_from(raw)):  # expired since it was indexed: forget it lazily
                     gone.append(rid)
                 elif len(items) == limit:
                     return items, encode_cursor(scanned)
@@ -335,5 +340,8 @@ def client_from_url(url: str, connect_timeout: float, socket_timeout: float, max
         return sentinel.master_for(service or "mymaster", db=int(db or 0))
     if scheme in ("cluster", "redis+cluster"):
         options.pop("health_check_interval")
-        return redis.cluster.RedisCluster.from_url("redis://" + rest, **options)
+        try:
+            return redis.cluster.RedisCluster.from_url("redis://" + rest, **options)
+        except RedisError as exc:  # the cluster client reads the slot map at construction
+            raise StoreUnavailable(f"redis cluster: {type(exc).__name__}") from exc
     return redis.Redis.from_url(url, **options)

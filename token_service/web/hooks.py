@@ -12,7 +12,7 @@ from flask import Flask, Response, current_app, g, request
 from token_service.errors import PayloadTooLarge
 
 MAX_BODY = 16 * 1024
-REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}\Z")
 CORS_PATHS = frozenset({"/v1/tokens", "/v1/revoke"})
 access_log = logging.getLogger("token_service.access")
 
@@ -24,6 +24,11 @@ def _begin() -> None:
     length = request.content_length
     if length is not None and length > MAX_BODY:
         raise PayloadTooLarge()
+    if length is None and "chunked" in (request.headers.get("Transfer-Encoding") or "").lower():
+        # No Content-Length to check: Werkzeug stops reading at the limit without complaint, so read the
+        # body now and refuse it when the client sent more (never parse a truncated body).
+        if len(request.get_data(cache=True)) >= MAX_BODY and request.environ["wsgi.input"].read(1):
+            raise PayloadTooLarge()
 
 
 def _cors(response: Response) -> None:

@@ -96,7 +96,8 @@ def page_params() -> tuple[str | None, int]:
     raw = request.args.get("limit")
     if raw is None or raw == "":
         return cursor, 50
-    if not raw.isdigit() or not 1 <= int(raw) <= 100:
+    # ASCII digits only: str.isdigit() also accepts "²" (int() then raises: a 500) and other scripts' digits.
+    if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= 100:
         raise InvalidRequest("limit must be a whole number from 1 to 100.")
     return cursor, int(raw)
 

@@ -1,0 +1,56 @@
+# Local development and CI entry points. Every target works on a fresh clone: the virtualenv is
+# created on first use and refilled only when a requirements file changes (stamp files in .venv).
+
+PYTHON ?= python3
+PORT ?= 8000
+PYTEST_ARGS ?=
+
+VENV := .venv
+BIN := $(VENV)/bin
+RUNTIME_STAMP := $(VENV)/.installed-requirements
+DEV_STAMP := $(VENV)/.installed-requirements-dev
+PIP := $(BIN)/python -m pip install --disable-pip-version-check
+
+.PHONY: run test lint clean check-redis check-curl
+
+## run: serve the dev server on 127.0.0.1:$(PORT) (embedded stores, generated admin key in run/admin-key)
+run: $(RUNTIME_STAMP)
+	$(BIN)/python -m token_service dev --port $(PORT)
+
+## test: the whole suite (needs redis-server on PATH: the store tests start a real one)
+test: $(DEV_STAMP) check-redis check-curl
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+## lint: ruff and mypy (strict)
+lint: $(DEV_STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+
+clean:
+	rm -rf $(VENV) run .pytest_cache .mypy_cache .ruff_cache
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +
+
+# A venv whose creation failed half-way (Debian without python3-venv leaves bin/python but no pip)
+# is removed, so that the next run tries again instead of using it.
+$(BIN)/python:
+	@$(PYTHON) -m venv $(VENV) || { rm -rf $(VENV); \
+	  echo "error: '$(PYTHON) -m venv' failed; on Debian/Ubuntu: apt-get install python3-venv" >&2; exit 1; }
+
+$(RUNTIME_STAMP): requirements.txt | $(BIN)/python
+	$(PIP) -r requirements.txt
+	@touch $@
+
+# The dev set includes the runtime set, so it refreshes the runtime stamp too.
+$(DEV_STAMP): requirements.txt requirements-dev.txt | $(BIN)/python
+	$(PIP) -r requirements-dev.txt
+	@touch $@ $(RUNTIME_STAMP)
+
+check-redis:
+	@command -v redis-server >/dev/null 2>&1 || { \
+	  echo "error: redis-server is not on PATH; the store and API tests start a real one." >&2; \
+	  echo "       Debian/Ubuntu: sudo apt-get install redis-server   macOS: brew install redis" >&2; exit 1; }
+
+check-curl:
+	@command -v curl >/dev/null 2>&1 || { \
+	  echo "error: curl is not on PATH; tests/e2e runs the dev server's curl walk-through." >&2; \
+	  echo "       Debian/Ubuntu: sudo apt-get install curl" >&2; exit 1; }

@@ -1,0 +1,193 @@
+"""One contract suite run against every store implementation: the embedded one and a real Redis."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import redis
+
+from tests.conftest import FakeClock
+from token_service.apikeys import ApiKey, digest_of, generate_key_text, new_key_id
+from token_service.revocation import Marker, Revocation, new_revocation_id
+from token_service.stores import Stores, StoreUnavailable, stores_from_url
+
+
+@pytest.fixture
+def stores(backend: str, request: pytest.FixtureRequest, clock: FakeClock) -> Iterator[Stores]:
+    url = request.getfixturevalue("redis_url") if backend == "redis" else None
+    built = stores_from_url(url, clock)
+    yield built
+    close = getattr(built, "close", None)
+    if close:
+        close()
+
+
+def entry(clock: FakeClock, rtype: str = "jti", value: str = "j-1", ttl: int | None = 930, at: int | None = None) -> Revocation:
+    revoked_at = int(clock()) if at is None else at
+    return Revocation(
+        id=new_revocation_id(), type=rtype, value=value, reason=None, revoked_at=revoked_at,  # type: ignore[arg-type]
+        expires_at=None if ttl is None else revoked_at + ttl,
+    )
+
+
+def api_key(clock: FakeClock, kind: str = "secret", **changes: Any) -> ApiKey:
+    key_id = new_key_id()
+    fields: dict[str, Any] = dict(
+        id=key_id, type=kind, name="k", personas=("support-bot",), scopes=("chat:read",),
+        origins=("https://a.example",) if kind == "public" else (), permissions=(), created_at=int(clock()),
+        expires_at=None, digest=digest_of(generate_key_text(kind, key_id)),  # type: ignore[arg-type]
+    )
+    fields.update(changes)
+    return ApiKey(**fields)
+
+
+class TestRevocationStore:
+    def test_add_then_lookup_and_get(self, stores: Stores, clock: FakeClock) -> None:
+        e = entry(clock)
+        stores.revocations.add(e)
+        assert stores.revocations.get(e.id) == e
+        assert stores.revocations.lookup([("jti", "j-1"), ("jti", "other"), ("sub", "j-1")]) == [
+            Marker(e.id, e.revoked_at), None, None,
+        ]
+
+    def test_lookup_reports_the_newest_watermark(self, stores: Stores, clock: FakeClock) -> None:
+        old = entry(clock, "sub", "alice")
+        clock.advance(5)
+        new = entry(clock, "sub", "alice")
+        stores.revocations.add(new)
+        stores.revocations.add(old)  # added later, but older: the newer watermark stays in force
+        assert stores.revocations.lookup([("sub", "alice")]) == [Marker(new.id, new.revoked_at)]
+
+    def test_lift_restores_the_previous_watermark(self, stores: Stores, clock: FakeClock) -> None:
+        old = entry(clock, "personaId", "p")
+        clock.advance(5)
+        new = entry(clock, "personaId", "p")
+        stores.revocations.add(old)
+        stores.revocations.add(new)
+        assert stores.revocations.lift(new.id) == new
+        assert stores.revocations.lookup([("personaId", "p")]) == [Marker(old.id, old.revoked_at)]
+        assert stores.revocations.lift(old.id) == old
+        assert stores.revocations.lookup([("personaId", "p")]) == [None]
+        assert stores.revocations.lift(old.id) is None
+        assert stores.revocations.get(old.id) is None
+
+    def test_kid_entries_never_expire(self, stores: Stores, clock: FakeClock) -> None:
+        e = entry(clock, "kid", "k1", ttl=None)
+        stores.revocations.add(e)
+        clock.advance(10 * 86400)
+        assert stores.revocations.lookup([("kid", "k1")]) == [Marker(e.id, e.revoked_at)]
+
+    def test_list_pages_oldest_first_with_an_opaque_cursor(self, stores: Stores, clock: FakeClock) -> None:
+        made = []
+        for i in range(7):
+            e = entry(clock, "jti", f"j{i}")
+            stores.revocations.add(e)
+            made.append(e)
+        seen: list[Revocation] = []
+        cursor = None
+        pages = 0
+        while True:
+            items, cursor = stores.revocations.list(cursor, 3)
+            seen.extend(items)
+            pages += 1
+            if cursor is None:
+                break
+        assert seen == made and pages == 3
+
+    def test_list_refuses_foreign_cursors(self, stores: Stores) -> None:
+        for bad in ("nope", "czE=x", "MTIz"):
+            with pytest.raises(ValueError):
+                stores.revocations.list(bad, 10)
+
+    def test_entries_are_forgotten_after_their_expiry(self, stores: Stores, clock: FakeClock, backend: str,
+                                                     request: pytest.FixtureRequest) -> None:
+        short = entry(clock, "jti", "gone", ttl=1)
+        kept = entry(clock, "kid", "k", ttl=None)
+        stores.revocations.add(short)
+        stores.revocations.add(kept)
+        if backend == "redis":
+            time.sleep(1.2)  # Redis expires keys on its own clock; the fake clock only drives pruning
+        clock.advance(2)
+        assert stores.revocations.lookup([("jti", "gone")]) == [None]
+        assert stores.revocations.get(short.id) is None
+        stores.revocations.add(entry(clock, "jti", "later"))  # prunes the indexes
+        items, _ = stores.revocations.list(None, 100)
+        assert [e.value for e in items] == ["k", "later"]
+        if backend == "redis":
+            client = redis.Redis.from_url(request.getfixturevalue("redis_url"))
+            assert client.zscore("{ts}:rev:idx", short.id) is None
+            assert client.exists(f"{{ts}}:rev:on:jti:gone") == 0
+            client.close()
+
+    def test_every_redis_entry_of_a_watermark_carries_a_ttl(self, stores: Stores, clock: FakeClock, backend: str,
+                                                          request: pytest.FixtureRequest) -> None:
+        if backend != "redis":
+            pytest.skip("Redis key layout")
+        stores.revocations.add(entry(clock, "sub", "bob", ttl=930))
+        client = redis.Redis.from_url(request.getfixturevalue("redis_url"))
+        for key in client.scan_iter("{ts}:rev:*"):
+            name = key.decode()
+            if name.endswith((":idx", ":exp", ":seq")):
+                continue
+            assert 0 < client.pttl(key) <= 930_000, name
+        client.close()
+
+
+class TestApiKeyStore:
+    def test_create_get_and_duplicate(self, stores: Stores, clock: FakeClock) -> None:
+        key = api_key(clock, "public")
+        stores.api_keys.create(key)
+        assert stores.api_keys.get(key.id) == key
+        assert stores.api_keys.get("0" * 16) is None
+        with pytest.raises(ValueError):
+            stores.api_keys.create(key)
+
+    def test_revoke_keeps_the_first_time(self, stores: Stores, clock: FakeClock) -> None:
+        key = api_key(clock)
+        stores.api_keys.create(key)
+        first = stores.api_keys.revoke(key.id, 100)
+        assert first is not None and first.revoked_at == 100
+        again = stores.api_keys.revoke(key.id, 200)
+        assert again is not None and again.revoked_at == 100
+        assert stores.api_keys.revoke("nosuchkey0000000", 1) is None
+
+    def test_touch_records_last_use(self, stores: Stores, clock: FakeClock) -> None:
+        key = api_key(clock)
+        stores.api_keys.create(key)
+        stores.api_keys.touch(key.id, 1234)
+        found = stores.api_keys.get(key.id)
+        assert found is not None and found.last_used_at == 1234
+        stores.api_keys.touch("nosuchkey0000000", 1)
+        assert stores.api_keys.get("nosuchkey0000000") is None
+
+    def test_list_pages_in_creation_order(self, stores: Stores, clock: FakeClock) -> None:
+        made = [api_key(clock) for _ in range(5)]
+        for key in made:
+            stores.api_keys.create(key)
+        first, cursor = stores.api_keys.list(None, 2)
+        second, cursor2 = stores.api_keys.list(cursor, 2)
+        third, cursor3 = stores.api_keys.list(cursor2, 2)
+        assert first + second + third == made and cursor3 is None
+
+    def test_origin_known_follows_live_public_keys(self, stores: Stores, clock: FakeClock) -> None:
+        key = api_key(clock, "public", origins=("https://chat.example",))
+        stores.api_keys.create(key)
+        assert stores.api_keys.origin_known("https://chat.example")
+        assert not stores.api_keys.origin_known("https://evil.example")
+        stores.api_keys.revoke(key.id, 1)
+        assert not stores.api_keys.origin_known("https://chat.example")
+
+
+def test_unreachable_redis_raises_store_unavailable(clock: FakeClock) -> None:
+    from tests.conftest import free_port
+
+    stores = stores_from_url(f"redis://127.0.0.1:{free_port()}/0", clock, connect_timeout=0.2, socket_timeout=0.2)
+    with pytest.raises(StoreUnavailable):
+        stores.ping()
+    with pytest.raises(StoreUnavailable):
+        stores.revocations.lookup([("jti", "x")])
+    with pytest.raises(StoreUnavailable):
+        stores.api_keys.get("0" * 16)
