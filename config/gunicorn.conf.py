@@ -61,8 +61,7 @@ if os.path.isdir("/dev/shm"):  # noqa: S108
 
 def on_starting(server: Any) -> None:
     """Check the settings in the master; refuse several workers on the embedded single-process stores."""
-    from token_service.config import load_settings
-    from token_service.config import ConfigError
+    from token_service.config import ConfigError, load_settings
 
     try:
         settings = load_settings(os.environ)

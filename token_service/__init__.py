@@ -12,8 +12,7 @@ from flask import Flask
 
 from token_service.auth import AdapterContext, build_chain
 from token_service.clock import Clock, system_clock
-from token_service.config import Settings, load_settings
-from token_service.config import ConfigError
+from token_service.config import ConfigError, Settings, load_settings
 from token_service.keys import KeyMaterialError, KeyRing, SigningKey
 from token_service.service import TokenService
 from token_service.stores import Stores, StoreUnavailable, stores_from_url
@@ -68,7 +67,9 @@ def create_app(settings: Settings | None = None, *, clock: Clock = system_clock,
             raise ConfigError(f"TOKEN_SERVICE_REDIS_URL: cannot reach the Redis cluster at start-up ({exc})") from None
     chain = build_chain(settings.auth_adapters, AdapterContext(settings=settings, stores=stores, clock=clock))
     if not stores.shared:
-        log.warning("running on embedded single-process stores (TOKEN_SERVICE_REDIS_URL is unset): one process only, nothing survives a restart")
+        log.warning(
+            "running on embedded single-process stores (TOKEN_SERVICE_REDIS_URL is unset): one process only, nothing survives a restart"
+        )
     if generated_key:
         log.warning("no signing key configured: generated an ephemeral %s key; its tokens die with this process", settings.signing_alg)
     service = TokenService(settings, stores, ring, chain, clock)

@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-
 PREFIX = "TOKEN_SERVICE_"
 
 

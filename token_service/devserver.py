@@ -16,8 +16,7 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
-from token_service.config import PREFIX, Settings, load_settings
-from token_service.config import ConfigError
+from token_service.config import PREFIX, ConfigError, Settings, load_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 GUNICORN_CONFIG = ROOT / "config" / "gunicorn.conf.py"

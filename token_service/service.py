@@ -157,7 +157,7 @@ class TokenService:
             return verdict  # malformed or unknown key: there is nothing to look up
         targets = targets_of(verdict.claims, kid) if verdict.claims is not None else (("kid", kid),)
         reasons = list(verdict.reasons)
-        for target, marker in zip(targets, self.stores.revocations.lookup(targets)):
+        for target, marker in zip(targets, self.stores.revocations.lookup(targets), strict=True):
             if marker is None:
                 continue
             if target[0] == "kid":
@@ -177,7 +177,7 @@ class TokenService:
             markers = self.stores.revocations.lookup(targets)
         except StoreUnavailable as exc:
             raise _unavailable(exc) from None
-        for target, marker in zip(targets, markers):
+        for target, marker in zip(targets, markers, strict=True):
             if marker is not None and covers(target, marker, claims):
                 raise self._invalid("The token has been revoked.")
         return claims
@@ -273,7 +273,7 @@ class TokenService:
     def list_revocations(self, cursor: str | None, limit: int) -> tuple[list[Revocation], str | None]:
         """A page of the revocations in force."""
         try:
-            return self.stores.revocations.list(cursor, limit)
+            return self.stores.revocations.page(cursor, limit)
         except ValueError:
             raise InvalidRequest("cursor is not one this service issued.") from None
         except StoreUnavailable as exc:
@@ -295,7 +295,7 @@ class TokenService:
             markers = self.stores.revocations.lookup([("kid", kid) for kid in kids])
         except StoreUnavailable as exc:
             raise _unavailable(exc) from None
-        return frozenset(kid for kid, marker in zip(kids, markers) if marker is not None)
+        return frozenset(kid for kid, marker in zip(kids, markers, strict=True) if marker is not None)
 
     # -- API keys -------------------------------------------------------------------------------
 
@@ -364,7 +364,7 @@ class TokenService:
     def list_api_keys(self, cursor: str | None, limit: int) -> tuple[list[ApiKey], str | None]:
         """A page of key records (metadata only is ever shown)."""
         try:
-            return self.stores.api_keys.list(cursor, limit)
+            return self.stores.api_keys.page(cursor, limit)
         except ValueError:
             raise InvalidRequest("cursor is not one this service issued.") from None
         except StoreUnavailable as exc:

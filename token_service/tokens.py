@@ -137,7 +137,8 @@ class TokenCodec:
             return Verdict(header=header, claims=None, reasons=(Reason("malformed", problem),))
         key = ring.get(header["kid"])
         if key is None:
-            return Verdict(header=header, claims=None, reasons=(Reason("unknown_key", "The token was signed by a key this service does not know."),))
+            reason = Reason("unknown_key", "The token was signed by a key this service does not know.")
+            return Verdict(header=header, claims=None, reasons=(reason,))
         reasons: list[Reason] = []
         if header["alg"] != key.alg:
             reasons.append(Reason("bad_signature", "The token's algorithm is not the one bound to its key."))

@@ -419,3 +419,12 @@ def test_minting_fails_closed_when_the_store_is_down(down_client):
     assert_error(response, 401, "unauthorized")
     # The bootstrap key is configuration: it authenticates without the store, and still may not mint.
     assert_error(down_client.post("/v1/tokens", json={"personaId": "support-bot"}, headers=bearer(ADMIN_KEY)), 403, "access_denied")
+
+
+def test_tokens_of_a_key_exposed_by_a_browser_stay_valid_until_revoked_by_client_id(actions, client, secret):
+    token = actions.token(secret["key"])
+    response = post_tokens(client, secret["key"], {"personaId": "support-bot", "sub": "u"}, headers={"Origin": ORIGIN})
+    assert_error(response, 401, "unauthorized")
+    assert actions.verify(token).status_code == 200
+    assert actions.revoke(client_id=secret["id"]).status_code == 201
+    assert_error(actions.verify(token), 401, "invalid_token")

@@ -12,8 +12,7 @@ from typing import Any
 
 import pytest
 
-from token_service.config import Settings, load_settings
-from token_service.config import ConfigError
+from token_service.config import ConfigError, Settings, load_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 GOOD_ADMIN_KEY = "a" * 32

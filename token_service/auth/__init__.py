@@ -8,8 +8,7 @@ from dataclasses import dataclass
 
 from token_service.auth.base import AuthAdapter, AuthenticationFailed, AuthRequest, Principal
 from token_service.clock import Clock
-from token_service.config import Settings
-from token_service.config import ConfigError
+from token_service.config import ConfigError, Settings
 from token_service.stores.base import Stores
 
 __all__ = ["AdapterContext", "AuthChain", "AuthRequest", "AuthenticationFailed", "Principal", "build_chain", "register"]

@@ -16,8 +16,8 @@ def stores_from_url(
         from token_service.stores.memory import MemoryStores
 
         return MemoryStores(clock)
-    import redis.sentinel  # noqa: F401 - registers the submodule used by client_from_url
     import redis.cluster  # noqa: F401
+    import redis.sentinel  # noqa: F401 - registers the submodule used by client_from_url
 
     from token_service.stores.redis import RedisStores, client_from_url
 

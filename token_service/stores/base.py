@@ -29,7 +29,7 @@ class RevocationStore(Protocol):
     def get(self, revocation_id: str) -> Revocation | None:
         """The entry with this id, or None (unknown, lifted or forgotten)."""
 
-    def list(self, cursor: str | None, limit: int) -> tuple[list[Revocation], str | None]:
+    def page(self, cursor: str | None, limit: int) -> tuple[list[Revocation], str | None]:
         """Entries in force, oldest first, ``limit`` at most, and the cursor of the next page (None at the end).
 
         Raises ValueError for a cursor this store did not issue.
@@ -48,7 +48,7 @@ class ApiKeyStore(Protocol):
     def get(self, key_id: str) -> ApiKey | None:
         """The record with its ``last_used_at``, or None when there is no such key; one round trip."""
 
-    def list(self, cursor: str | None, limit: int) -> tuple[list[ApiKey], str | None]:
+    def page(self, cursor: str | None, limit: int) -> tuple[list[ApiKey], str | None]:
         """Records in creation order, ``limit`` at most, and the next cursor (None at the end).
 
         Raises ValueError for a cursor this store did not issue.

@@ -10,6 +10,7 @@ from dataclasses import replace
 from token_service.apikeys import ApiKey
 from token_service.clock import Clock
 from token_service.revocation import Marker, Revocation, Target
+from token_service.stores.base import ApiKeyStore, RevocationStore
 from token_service.stores.cursor import decode_cursor, encode_cursor
 
 
@@ -65,8 +66,8 @@ class MemoryRevocationStore:
             found = self._entries.get(revocation_id)
             return found[1] if found is not None and self._live(found[1]) else None
 
-    def list(self, cursor: str | None, limit: int) -> tuple[list[Revocation], str | None]:
-        """See RevocationStore.list."""
+    def page(self, cursor: str | None, limit: int) -> tuple[list[Revocation], str | None]:
+        """See RevocationStore.page."""
         after = decode_cursor(cursor)
         with self._lock:
             self._prune()
@@ -111,8 +112,8 @@ class MemoryApiKeyStore:
             found = self._keys.get(key_id)
             return found[1] if found else None
 
-    def list(self, cursor: str | None, limit: int) -> tuple[list[ApiKey], str | None]:
-        """See ApiKeyStore.list."""
+    def page(self, cursor: str | None, limit: int) -> tuple[list[ApiKey], str | None]:
+        """See ApiKeyStore.page."""
         after = decode_cursor(cursor)
         with self._lock:
             ordered = sorted((pair for pair in self._keys.values() if pair[0] > after), key=lambda pair: pair[0])
@@ -153,8 +154,8 @@ class MemoryStores:
     shared = False
 
     def __init__(self, clock: Clock):
-        self.revocations = MemoryRevocationStore(clock)
-        self.api_keys = MemoryApiKeyStore()
+        self.revocations: RevocationStore = MemoryRevocationStore(clock)
+        self.api_keys: ApiKeyStore = MemoryApiKeyStore()
 
     def ping(self) -> None:
         """Always answers."""

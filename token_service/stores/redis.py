@@ -23,7 +23,7 @@ from redis.exceptions import RedisError
 from token_service.apikeys import ApiKey
 from token_service.clock import Clock
 from token_service.revocation import Marker, Revocation, Target
-from token_service.stores.base import StoreUnavailable
+from token_service.stores.base import ApiKeyStore, RevocationStore, StoreUnavailable
 from token_service.stores.cursor import decode_cursor, encode_cursor
 
 T = TypeVar("T")
@@ -114,11 +114,17 @@ return 1
 """
 
 
-def _guard(call: Callable[[], T]) -> T:
+def _guard(call: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     try:
-        return call()
+        return call(*args, **kwargs)
     except RedisError as exc:
         raise StoreUnavailable(f"redis: {type(exc).__name__}") from exc
+
+
+def _ids_after(client: Any, index: str, after: int, count: int) -> list[tuple[str, int]]:
+    """Up to ``count`` (id, sequence number) pairs of ``index`` after sequence number ``after``."""
+    rows = _guard(client.zrangebyscore, index, f"({after}", "+inf", start=0, num=count, withscores=True)
+    return [(rid.decode() if isinstance(rid, bytes) else str(rid), int(score)) for rid, score in rows]
 
 
 def _marker_key(target: Target) -> str:
@@ -140,8 +146,8 @@ def _revocation_from(raw: bytes | str) -> Revocation:
 class RedisRevocationStore:
     """RevocationStore on Redis; see the module docstring for the layout."""
 
-    def __init__(self, client: redis.Redis, clock: Clock):
-        self._r = client
+    def __init__(self, client: Any, clock: Clock):
+        self._r: Any = client
         self._clock = clock
         self._add = client.register_script(_ADD)
         self._lift = client.register_script(_LIFT)
@@ -154,7 +160,7 @@ class RedisRevocationStore:
         keys = [f"{P}:rev:rec:{entry.id}", f"{P}:rev:idx", f"{P}:rev:exp", _marker_key(target),
                 f"{P}:rev:ids:{entry.type}:{entry.value}", f"{P}:rev:seq"]
         args = [entry.id, _revocation_json(entry), entry.revoked_at, int(now), ttl_ms, entry.expires_at or 0]
-        _guard(lambda: self._add(keys=keys, args=args))
+        _guard(self._add, keys=keys, args=args)
 
     def lift(self, revocation_id: str) -> Revocation | None:
         """See RevocationStore.lift."""
@@ -163,7 +169,7 @@ class RedisRevocationStore:
             return None
         keys = [f"{P}:rev:rec:{entry.id}", f"{P}:rev:idx", f"{P}:rev:exp", _marker_key((entry.type, entry.value)),
                 f"{P}:rev:ids:{entry.type}:{entry.value}"]
-        lifted = _guard(lambda: self._lift(keys=keys, args=[entry.id, f"{P}:rev:rec:"]))
+        lifted = _guard(self._lift, keys=keys, args=[entry.id, f"{P}:rev:rec:"])
         return entry if lifted else None
 
     def _live(self, entry: Revocation) -> bool:
@@ -172,37 +178,36 @@ class RedisRevocationStore:
 
     def get(self, revocation_id: str) -> Revocation | None:
         """See RevocationStore.get."""
-        raw = _guard(lambda: self._r.get(f"{P}:rev:rec:{revocation_id}"))
+        raw = _guard(self._r.get, f"{P}:rev:rec:{revocation_id}")
         entry = None if raw is None else _revocation_from(raw)
         return entry if entry is not None and self._live(entry) else None
 
-    def list(self, cursor: str | None, limit: int) -> tuple[list[Revocation], str | None]:
-        """See RevocationStore.list."""
+    def page(self, cursor: str | None, limit: int) -> tuple[list[Revocation], str | None]:
+        """See RevocationStore.page."""
         after = decode_cursor(cursor)
         items: list[Revocation] = []
         scanned = after
         while True:
-            rows: list[tuple[bytes, float]] = _guard(
-                lambda: self._r.zrangebyscore(f"{P}:rev:idx", f"({scanned}", "+inf", start=0, num=limit + 1, withscores=True)
-            )
+            rows = _ids_after(self._r, f"{P}:rev:idx", scanned, limit + 1)
             if not rows:
                 return items, None
-            records = _guard(lambda: self._r.mget([f"{P}:rev:rec:{rid.decode()}" for rid, _ in rows]))
+            records = _guard(self._r.mget, [f"{P}:rev:rec:{rid}" for rid, _ in rows])
             gone = []
-            for (rid, score), raw in zip(rows, records):
-                if raw is None or not self._live(_revocation_from(raw)):  # expired since it was indexed: forget it lazily
+            for (rid, seq), raw in zip(rows, records, strict=True):
+                entry = None if raw is None else _revocation_from(raw)
+                if entry is None or not self._live(entry):  # expired since it was indexed: forget it lazily
                     gone.append(rid)
                 elif len(items) == limit:
                     return items, encode_cursor(scanned)
                 else:
-                    items.append(_revocation_from(raw))
-                scanned = int(score)
+                    items.append(entry)
+                scanned = seq
             if gone:
-                _guard(lambda: self._r.zrem(f"{P}:rev:idx", *gone))
+                _guard(self._r.zrem, f"{P}:rev:idx", *gone)
 
     def lookup(self, targets: Sequence[Target]) -> list[Marker | None]:
         """See RevocationStore.lookup: one MGET."""
-        raw = _guard(lambda: self._r.mget([_marker_key(t) for t in targets]))
+        raw = _guard(self._r.mget, [_marker_key(t) for t in targets])
         result: list[Marker | None] = []
         for value in raw:
             if value is None:
@@ -219,8 +224,8 @@ _LIST_FIELDS = ("personas", "scopes", "origins", "permissions")
 class RedisApiKeyStore:
     """ApiKeyStore on Redis hashes."""
 
-    def __init__(self, client: redis.Redis):
-        self._r = client
+    def __init__(self, client: Any):
+        self._r: Any = client
         self._create = client.register_script(_KEY_CREATE)
         self._revoke = client.register_script(_KEY_REVOKE)
         self._touch = client.register_script(_KEY_TOUCH)
@@ -235,7 +240,7 @@ class RedisApiKeyStore:
         for name in _LIST_FIELDS:
             fields[name] = json.dumps(list(getattr(key, name)))
         flat = [part for pair in fields.items() for part in pair]
-        created = _guard(lambda: self._create(keys=[f"{P}:key:rec:{key.id}", f"{P}:key:idx", f"{P}:key:seq"], args=[key.id, *flat]))
+        created = _guard(self._create, keys=[f"{P}:key:rec:{key.id}", f"{P}:key:idx", f"{P}:key:seq"], args=[key.id, *flat])
         if not created:
             raise ValueError("duplicate key id")
         if key.type == "public":
@@ -261,26 +266,24 @@ class RedisApiKeyStore:
 
     def get(self, key_id: str) -> ApiKey | None:
         """See ApiKeyStore.get: one HGETALL."""
-        data = _guard(lambda: self._r.hgetall(f"{P}:key:rec:{key_id}"))
+        data = _guard(self._r.hgetall, f"{P}:key:rec:{key_id}")
         return self._from_hash(data) if data else None
 
-    def list(self, cursor: str | None, limit: int) -> tuple[list[ApiKey], str | None]:
-        """See ApiKeyStore.list."""
+    def page(self, cursor: str | None, limit: int) -> tuple[list[ApiKey], str | None]:
+        """See ApiKeyStore.page."""
         after = decode_cursor(cursor)
-        rows: list[tuple[bytes, float]] = _guard(
-            lambda: self._r.zrangebyscore(f"{P}:key:idx", f"({after}", "+inf", start=0, num=limit + 1, withscores=True)
-        )
+        rows = _ids_after(self._r, f"{P}:key:idx", after, limit + 1)
         pipe = self._r.pipeline(transaction=False)
         for rid, _ in rows[:limit]:
-            pipe.hgetall(f"{P}:key:rec:{rid.decode()}")
+            pipe.hgetall(f"{P}:key:rec:{rid}")
         records: list[dict[bytes, bytes]] = _guard(pipe.execute) if rows else []
         items = [self._from_hash(data) for data in records if data]
-        next_cursor = encode_cursor(int(rows[limit - 1][1])) if len(rows) > limit else None
+        next_cursor = encode_cursor(rows[limit - 1][1]) if len(rows) > limit else None
         return items, next_cursor
 
     def revoke(self, key_id: str, at: int) -> ApiKey | None:
         """See ApiKeyStore.revoke."""
-        if not _guard(lambda: self._revoke(keys=[f"{P}:key:rec:{key_id}"], args=[at])):
+        if not _guard(self._revoke, keys=[f"{P}:key:rec:{key_id}"], args=[at]):
             return None
         key = self.get(key_id)
         if key is not None and key.type == "public":
@@ -292,11 +295,11 @@ class RedisApiKeyStore:
 
     def touch(self, key_id: str, at: int) -> None:
         """See ApiKeyStore.touch."""
-        _guard(lambda: self._touch(keys=[f"{P}:key:rec:{key_id}"], args=[at]))
+        _guard(self._touch, keys=[f"{P}:key:rec:{key_id}"], args=[at])
 
     def origin_known(self, origin: str) -> bool:
         """See ApiKeyStore.origin_known."""
-        return bool(_guard(lambda: self._r.scard(f"{P}:key:origin:{origin}")))
+        return bool(_guard(self._r.scard, f"{P}:key:origin:{origin}"))
 
 
 class RedisStores:
@@ -304,10 +307,10 @@ class RedisStores:
 
     shared = True
 
-    def __init__(self, client: redis.Redis, clock: Clock):
-        self.client = client
-        self.revocations = RedisRevocationStore(client, clock)
-        self.api_keys = RedisApiKeyStore(client)
+    def __init__(self, client: Any, clock: Clock):
+        self.client: Any = client
+        self.revocations: RevocationStore = RedisRevocationStore(client, clock)
+        self.api_keys: ApiKeyStore = RedisApiKeyStore(client)
 
     def ping(self) -> None:
         """See Stores.ping."""
@@ -336,8 +339,9 @@ def client_from_url(url: str, connect_timeout: float, socket_timeout: float, max
             name, _, port = host.rpartition(":")
             hosts.append((name or host, int(port or 26379)))
         options.pop("max_connections")
-        sentinel = redis.sentinel.Sentinel(hosts, sentinel_kwargs={"socket_connect_timeout": connect_timeout, "socket_timeout": socket_timeout}, **options)
-        return sentinel.master_for(service or "mymaster", db=int(db or 0))
+        sentinel_options = {"socket_connect_timeout": connect_timeout, "socket_timeout": socket_timeout}
+        sentinel = redis.sentinel.Sentinel(hosts, sentinel_kwargs=sentinel_options, **options)  # type: ignore[no-untyped-call]
+        return sentinel.master_for(service or "mymaster", db=int(db or 0))  # type: ignore[no-untyped-call]
     if scheme in ("cluster", "redis+cluster"):
         options.pop("health_check_interval")
         try:

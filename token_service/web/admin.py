@@ -105,8 +105,8 @@ def token_status() -> Response:
     token = body.get("token")
     if not isinstance(token, str) or not token:
         raise InvalidRequest("token is required.")
-    from token_service.stores.base import StoreUnavailable
     from token_service.errors import TemporarilyUnavailable
+    from token_service.stores.base import StoreUnavailable
 
     try:
         verdict = service().inspect(token)
