@@ -250,7 +250,9 @@ def _parse(name: str, text: str) -> Any:
     if name == "max_ttl":
         return _int(name, text, 1, 86400)
     if name == "clock_skew":
-        return _int(name, text, 0, 300)
+        # At least 1: issue times have one-second resolution, and a token minted in the second of a
+        # subject/persona/credential revocation is issued one second later (see revocation.py).
+        return _int(name, text, 1, 300)
     if name in ("scopes", "default_scopes"):
         return _scopes(name, text)
     if name == "cors_origins":

@@ -196,10 +196,14 @@ class TokenService:
             description = f"The token lacks the scope {missing[0]}."
             raise InsufficientScope(description, headers=self.challenge("insufficient_scope", description, scope_text))
 
-    def introspect(self, principal: Principal, token: str) -> dict[str, Any]:
-        """RFC 7662 answer for ``token``: its claims when active, exactly ``{"active": false}`` otherwise."""
+    def require_introspect(self, principal: Principal) -> None:
+        """AccessDenied unless the principal may introspect (admin keys, secret keys granted introspect)."""
         if not principal.can_introspect():
             raise AccessDenied("This credential is not granted introspect.")
+
+    def introspect(self, principal: Principal, token: str) -> dict[str, Any]:
+        """RFC 7662 answer for ``token``: its claims when active, exactly ``{"active": false}`` otherwise."""
+        self.require_introspect(principal)
         try:
             claims = self.verify(token)
         except InvalidToken:

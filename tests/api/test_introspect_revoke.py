@@ -201,3 +201,15 @@ def test_revoke_refuses_unknown_fields_and_oversized_bodies(actions, client, tok
 
 def test_revoke_fails_closed_when_the_store_is_down(token, down_client):
     assert_error(down_client.post("/v1/revoke", data={"token": token}), 503, "temporarily_unavailable")
+
+
+def test_a_key_without_the_grant_is_403_before_the_body_is_read(client, minter):
+    response = client.post("/v1/introspect", data={}, headers={"Authorization": f"Bearer {minter['key']}"})
+    assert_error(response, 403, "access_denied")
+
+
+def test_unrecognised_form_parameters_are_ignored(actions, client, token):
+    """RFC 6749 §3.1: unknown form parameters are ignored (a public client may send client_id)."""
+    response = client.post("/v1/revoke", data={"token": token, "client_id": "web"})
+    assert response.status_code == 200 and response.get_json() == {}
+    assert actions.verify(token).status_code == 401

@@ -83,11 +83,13 @@ def form_or_json_body(fields: Mapping[str, bool]) -> dict[str, Any]:
         return _check_fields(_parse_json(), fields)
     if request.mimetype != FORM:
         raise UnsupportedMediaType("The request body must be application/x-www-form-urlencoded or application/json.")
+    # RFC 6749 §3.1 (which RFC 7009 and 7662 build on): unrecognised form parameters are ignored,
+    # and none may be repeated. Only the known ones are kept.
     form = request.form
     for name in form:
         if len(form.getlist(name)) > 1:
             raise InvalidRequest(f"The parameter {_field_name(name)} appears more than once.")
-    return _check_fields({name: form[name] for name in form}, fields)
+    return {name: form[name] for name in fields if name in form}
 
 
 def page_params() -> tuple[str | None, int]:

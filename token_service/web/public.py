@@ -105,8 +105,8 @@ def introspect() -> Response:
     """RFC 7662 introspection for secret keys granted introspect, and admin keys."""
     svc = service()
     principal = svc.authenticate(auth_request())
-    body = form_or_json_body(_TOKEN_FIELDS)
-    token = _token_field(body)
+    svc.require_introspect(principal)
+    token = _token_field(form_or_json_body(_TOKEN_FIELDS))
     return _json(svc.introspect(principal, token))
 
 
