@@ -9,7 +9,7 @@ when an entry may be forgotten.
 - ``kid``: every token signed by that key; the key leaves the JWKS and signs no more.
 
 An entry is forgotten once no token it covers can pass verification: a jti entry when the token's
-``exp`` plus the skew has passed (or max TTL plus skew when the token is unknown), a watermark at
+``exp`` plus the skew has passed (max TTL plus twice the skew when the token is unknown), a watermark at
 ``revoked_at + max_ttl + skew``. ``kid`` entries are kept (the ring is small and bounded).
 """
 
@@ -105,6 +105,10 @@ def expiry_of(rtype: RevocationType, revoked_at: int, horizon: int, token_exp: i
     """When an entry of this type can be forgotten (None: never, for kid)."""
     if rtype == "kid":
         return None
-    if rtype == "jti" and token_exp is not None:
-        return max(revoked_at, token_exp + clock_skew)
+    if rtype == "jti":
+        if token_exp is not None:
+            return max(revoked_at, token_exp + clock_skew)
+        # An unknown token may have been issued up to a second late (a bumped iat, see above) or by an
+        # instance whose clock runs ahead: keep the entry one skew longer than a watermark.
+        return revoked_at + horizon + clock_skew
     return revoked_at + horizon

@@ -392,7 +392,7 @@ class TokenService:
         if origin in self.settings.cors_origins:
             return True
         try:
-            return self.stores.api_keys.origin_known(origin)
+            return self.stores.api_keys.origin_known(origin, self.clock())
         except StoreUnavailable:
             return False
 

@@ -290,3 +290,26 @@ def test_logs_never_hold_a_token_or_a_key(settings, clock, caplog):
     signatures = [t.split(".")[2] for t in (token, anonymous)]
     for secret_text in (secret["key"], leaked["key"], public["key"], admin["key"], token, anonymous, ADMIN_KEY, *signatures):
         assert secret_text not in logged
+
+
+def test_a_request_path_cannot_forge_a_log_line(settings, clock, caplog):
+    app = create_app(with_settings(settings, log_level="INFO"), clock=clock)
+    logger = logging.getLogger("token_service")
+    logger.addHandler(caplog.handler)
+    try:
+        client = app.test_client()
+        client.get("/x%0A2026-12-04 INFO token_service.audit admin DELETE /v1/admin/api-keys/abc -> 204")
+        Actions(client).admin("GET", "/v1/admin/revocations%0Dforged")
+    finally:
+        logger.removeHandler(caplog.handler)
+    messages = [record.getMessage() for record in caplog.records]
+    assert len([m for m in messages if "forged" in m or "/x" in m]) == 2
+    assert all("\n" not in m and "\r" not in m for m in messages)
+
+
+@pytest.mark.parametrize("authorization", [None, "Bearer garbage"])
+def test_verify_does_not_answer_options_with_a_200(client, authorization):
+    """A gateway forwarding the client's method must never read an OPTIONS answer as "allow"."""
+    headers = {"Authorization": authorization} if authorization else {}
+    response = client.open("/v1/verify", method="OPTIONS", headers=headers)
+    assert response.status_code == 405 and response.get_json()["error"] == "invalid_request"

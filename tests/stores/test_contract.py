@@ -161,10 +161,21 @@ class TestApiKeyStore:
     def test_origin_known_follows_live_public_keys(self, stores: Stores, clock: FakeClock) -> None:
         key = api_key(clock, "public", origins=("https://chat.example",))
         stores.api_keys.create(key)
-        assert stores.api_keys.origin_known("https://chat.example")
-        assert not stores.api_keys.origin_known("https://evil.example")
+        assert stores.api_keys.origin_known("https://chat.example", clock())
+        assert not stores.api_keys.origin_known("https://evil.example", clock())
         stores.api_keys.revoke(key.id, 1)
-        assert not stores.api_keys.origin_known("https://chat.example")
+        assert not stores.api_keys.origin_known("https://chat.example", clock())
+
+    def test_origin_of_an_expired_public_key_is_not_known(self, stores: Stores, clock: FakeClock) -> None:
+        key = api_key(clock, "public", origins=("https://old.example",), expires_at=int(clock()) + 60)
+        stores.api_keys.create(key)
+        assert stores.api_keys.origin_known("https://old.example", clock())
+        clock.advance(61)
+        assert not stores.api_keys.origin_known("https://old.example", clock())
+
+    def test_secret_keys_add_no_origins(self, stores: Stores, clock: FakeClock) -> None:
+        stores.api_keys.create(api_key(clock, "secret", origins=("https://x.example",)))
+        assert not stores.api_keys.origin_known("https://x.example", clock())
 
 
 def test_unreachable_redis_raises_store_unavailable(clock: FakeClock) -> None:
@@ -193,3 +204,27 @@ def test_every_redis_key_of_a_watermark_carries_a_ttl(redis_url: str, clock: Fak
         checked += 1
     assert checked == 3  # the record, the marker, the ids of the target
     client.close()
+
+
+def test_a_lost_redis_cluster_node_is_store_unavailable(tmp_path, clock: FakeClock) -> None:
+    """Cluster errors are not RedisErrors in redis-py: they must still become StoreUnavailable (503)."""
+    from tests.conftest import RedisServer
+
+    server = RedisServer(tmp_path, extra=("--cluster-enabled", "yes", "--cluster-config-file", str(tmp_path / "nodes.conf")))
+    server.start()
+    try:
+        admin = server.client()
+        admin.execute_command("CLUSTER", "ADDSLOTSRANGE", 0, 16383)
+        deadline = time.monotonic() + 10
+        while admin.execute_command("CLUSTER", "INFO").decode().find("cluster_state:ok") < 0:
+            assert time.monotonic() < deadline, "the one-node cluster did not come up"
+            time.sleep(0.05)
+        admin.close()
+        stores = stores_from_url(f"cluster://127.0.0.1:{server.port}", clock, connect_timeout=0.2, socket_timeout=0.2)
+        stores.revocations.add(entry(clock, "sub", "carol"))
+        assert stores.revocations.lookup([("sub", "carol")])[0] is not None
+        server.stop()
+        with pytest.raises(StoreUnavailable):
+            stores.revocations.lookup([("sub", "carol")])
+    finally:
+        server.stop()

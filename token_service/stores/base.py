@@ -63,8 +63,8 @@ class ApiKeyStore(Protocol):
     def touch(self, key_id: str, at: int) -> None:
         """Record that the key was used at ``at``."""
 
-    def origin_known(self, origin: str) -> bool:
-        """True when a public key that has not been revoked lists ``origin`` (for CORS preflights)."""
+    def origin_known(self, origin: str, now: float) -> bool:
+        """True when a public key neither revoked nor expired at ``now`` lists ``origin`` (for CORS preflights)."""
 
 
 class Stores(Protocol):

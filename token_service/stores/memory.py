@@ -140,12 +140,10 @@ class MemoryApiKeyStore:
             if found is not None:
                 self._keys[key_id] = (found[0], found[1].with_last_used(at))
 
-    def origin_known(self, origin: str) -> bool:
+    def origin_known(self, origin: str, now: float) -> bool:
         """See ApiKeyStore.origin_known."""
         with self._lock:
-            return any(
-                key.type == "public" and key.revoked_at is None and origin in key.origins for _, key in self._keys.values()
-            )
+            return any(key.type == "public" and key.usable(now) and origin in key.origins for _, key in self._keys.values())
 
 
 class MemoryStores:

@@ -8,7 +8,7 @@ Redis Cluster. Layout (``P`` = ``{ts}``):
 - ``P:rev:ids:<type>:<value>``  ids of the entries for that target (to recompute a marker on lift)
 - ``P:rev:idx`` / ``P:rev:exp``  sorted sets by sequence number / by expiry (listing, pruning)
 - ``P:key:rec:<id>``  hash of an API key record; ``P:key:idx`` sorted set by sequence number;
-  ``P:key:origin:<origin>`` set of public key ids listing that origin
+  ``P:key:origin:<origin>`` sorted set of the public keys listing that origin, by expiry (+inf: none)
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 import redis
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 
 from token_service.apikeys import ApiKey
 from token_service.clock import Clock
@@ -95,9 +95,10 @@ return 1
 
 _KEY_CREATE = """
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-redis.call('HSET', KEYS[1], unpack(ARGV, 2))
+redis.call('HSET', KEYS[1], unpack(ARGV, 3))
 local seq = redis.call('INCR', KEYS[3])
 redis.call('ZADD', KEYS[2], seq, ARGV[1])
+for i = 4, #KEYS do redis.call('ZADD', KEYS[i], ARGV[2], ARGV[1]) end
 return seq
 """
 
@@ -117,7 +118,7 @@ return 1
 def _guard(call: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     try:
         return call(*args, **kwargs)
-    except RedisError as exc:
+    except (RedisError, RedisClusterException) as exc:  # cluster errors are not RedisErrors
         raise StoreUnavailable(f"redis: {type(exc).__name__}") from exc
 
 
@@ -240,14 +241,13 @@ class RedisApiKeyStore:
         for name in _LIST_FIELDS:
             fields[name] = json.dumps(list(getattr(key, name)))
         flat = [part for pair in fields.items() for part in pair]
-        created = _guard(self._create, keys=[f"{P}:key:rec:{key.id}", f"{P}:key:idx", f"{P}:key:seq"], args=[key.id, *flat])
+        origin_keys = [f"{P}:key:origin:{origin}" for origin in key.origins] if key.type == "public" else []
+        expiry = "+inf" if key.expires_at is None else str(key.expires_at)
+        created = _guard(
+            self._create, keys=[f"{P}:key:rec:{key.id}", f"{P}:key:idx", f"{P}:key:seq", *origin_keys], args=[key.id, expiry, *flat]
+        )
         if not created:
             raise ValueError("duplicate key id")
-        if key.type == "public":
-            pipe = self._r.pipeline(transaction=False)
-            for origin in key.origins:
-                pipe.sadd(f"{P}:key:origin:{origin}", key.id)
-            _guard(pipe.execute)
 
     @staticmethod
     def _from_hash(data: dict[bytes, bytes]) -> ApiKey:
@@ -289,7 +289,7 @@ class RedisApiKeyStore:
         if key is not None and key.type == "public":
             pipe = self._r.pipeline(transaction=False)
             for origin in key.origins:
-                pipe.srem(f"{P}:key:origin:{origin}", key.id)
+                pipe.zrem(f"{P}:key:origin:{origin}", key.id)
             _guard(pipe.execute)
         return key
 
@@ -297,9 +297,9 @@ class RedisApiKeyStore:
         """See ApiKeyStore.touch."""
         _guard(self._touch, keys=[f"{P}:key:rec:{key_id}"], args=[at])
 
-    def origin_known(self, origin: str) -> bool:
+    def origin_known(self, origin: str, now: float) -> bool:
         """See ApiKeyStore.origin_known."""
-        return bool(_guard(self._r.scard, f"{P}:key:origin:{origin}"))
+        return bool(_guard(self._r.zcount, f"{P}:key:origin:{origin}", f"({now}", "+inf"))
 
 
 class RedisStores:
@@ -346,6 +346,6 @@ def client_from_url(url: str, connect_timeout: float, socket_timeout: float, max
         options.pop("health_check_interval")
         try:
             return redis.cluster.RedisCluster.from_url("redis://" + rest, **options)
-        except RedisError as exc:  # the cluster client reads the slot map at construction
+        except (RedisError, RedisClusterException) as exc:  # the cluster client reads the slot map at construction
             raise StoreUnavailable(f"redis cluster: {type(exc).__name__}") from exc
     return redis.Redis.from_url(url, **options)

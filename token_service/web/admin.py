@@ -9,6 +9,7 @@ from typing import Any
 from flask import Blueprint, Response, g, jsonify, request
 
 from token_service.errors import InvalidRequest, ServiceError
+from token_service.web.hooks import loggable
 from token_service.web.parsing import auth_request, json_body, page_params
 from token_service.web.public import service
 
@@ -31,7 +32,7 @@ def _audit(response: Response) -> Response:
     principal = getattr(g, "principal", None)
     if principal is not None:
         audit_log.info(
-            "admin %s %s -> %d actor=%s addr=%s id=%s", request.method, request.path, response.status_code,
+            "admin %s %s -> %d actor=%s addr=%s id=%s", request.method, loggable(request.path), response.status_code,
             principal.client_id, request.remote_addr, g.get("request_id"),
         )
     return response

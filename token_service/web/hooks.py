@@ -57,10 +57,16 @@ def _finish(response: Response) -> Response:
     started = getattr(g, "started", None)
     access_log.info(
         "%s %s %d %.1fms id=%s addr=%s",
-        request.method, request.path, response.status_code,
+        loggable(request.method), loggable(request.path), response.status_code,
         (time.perf_counter() - started) * 1000 if started else 0.0, request_id, request.remote_addr,
     )
     return response
+
+
+def loggable(text: str, limit: int = 256) -> str:
+    """``text`` safe for a log line: control characters escaped (no forged lines), length bounded."""
+    escaped = text[:limit].encode("unicode_escape").decode("ascii")
+    return escaped + ("…" if len(text) > limit else "")
 
 
 def register_hooks(app: Flask) -> None:

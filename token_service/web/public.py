@@ -74,7 +74,8 @@ def _required_scopes() -> tuple[str, ...]:
     return scopes
 
 
-@bp.route("/v1/verify", methods=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"])
+# No automatic OPTIONS: a gateway that forwards the client's method would read Flask's 200 as "allow".
+@bp.route("/v1/verify", methods=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"], provide_automatic_options=False)
 def verify() -> Response:
     """Forward auth: 200 with X-Auth-* headers for a valid token meeting the requirements."""
     svc = service()
