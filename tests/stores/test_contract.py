@@ -208,9 +208,11 @@ def test_every_redis_key_of_a_watermark_carries_a_ttl(redis_url: str, clock: Fak
 
 def test_a_lost_redis_cluster_node_is_store_unavailable(tmp_path, clock: FakeClock) -> None:
     """Cluster errors are not RedisErrors in redis-py: they must still become StoreUnavailable (503)."""
-    from tests.conftest import RedisServer
+    from tests.conftest import RedisServer, free_port
 
-    server = RedisServer(tmp_path, extra=("--cluster-enabled", "yes", "--cluster-config-file", str(tmp_path / "nodes.conf")))
+    # the cluster bus port must be given: the default (port + 10000) is out of range for high ports
+    server = RedisServer(tmp_path, extra=("--cluster-enabled", "yes", "--cluster-config-file", str(tmp_path / "nodes.conf"),
+                                          "--cluster-port", str(free_port())))
     server.start()
     try:
         admin = server.client()
