@@ -19,6 +19,9 @@ import zlib
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
 KeyKind = Literal["public", "secret", "admin"]
 PREFIX_OF: dict[KeyKind, str] = {"public": "pk", "secret": "sk", "admin": "ak"}
 KIND_OF: dict[str, KeyKind] = {prefix: kind for kind, prefix in PREFIX_OF.items()}
@@ -82,6 +85,27 @@ def digest_of(text: str) -> bytes:
     return hashlib.sha256(text.encode("utf-8")).digest()
 
 
+def seal(text: str, key_encryption_key: bytes, key_id: str) -> bytes:
+    """A secret key's text encrypted under the key-encryption key (AES-256-GCM, the key id as
+    associated data, so a sealed text cannot be moved to another key's record)."""
+    nonce = secrets.token_bytes(12)
+    return nonce + AESGCM(_aes_key(key_encryption_key)).encrypt(nonce, text.encode("ascii"), key_id.encode("ascii"))
+
+
+def unseal(sealed: bytes, key_encryption_key: bytes, key_id: str) -> str | None:
+    """The text of a sealed key, or None when it does not decrypt (another KEK, or tampered)."""
+    try:
+        plain = AESGCM(_aes_key(key_encryption_key)).decrypt(sealed[:12], sealed[12:], key_id.encode("ascii"))
+    except (InvalidTag, ValueError):
+        return None
+    return plain.decode("ascii")
+
+
+def _aes_key(key_encryption_key: bytes) -> bytes:
+    # The KEK may be longer than 32 bytes; derive the AES key so that every byte of it counts.
+    return hashlib.sha256(b"token-service api-key seal v1\0" + key_encryption_key).digest()
+
+
 def digests_match(a: bytes, b: bytes) -> bool:
     """Constant-time comparison of two digests."""
     return hmac.compare_digest(a, b)
@@ -104,6 +128,8 @@ class ApiKey:
     revoked_at: int | None = None
     last_used_at: int | None = None
     rotated_from: str | None = None
+    sealed: bytes | None = field(default=None, repr=False)
+    """Secret keys only, when a key-encryption key is configured: the text, sealed (for signed requests)."""
 
     def usable(self, now: float) -> bool:
         """True while the key is neither revoked nor expired."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 import re
 import tomllib
 from collections.abc import Mapping
@@ -29,7 +30,20 @@ ALGORITHMS = ("ES256", "EdDSA", "RS256")
 SCOPE_RE = re.compile(r"^[!#-\[\]-~]{1,64}\Z")  # RFC 6749 scope-token: visible ASCII but " and \; \Z: no trailing newline
 ORIGIN_RE = re.compile(r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?\Z")
 RATE_RE = re.compile(r"^\s*[0-9]+\s*(/|per)\s*([0-9]+\s*)?(second|minute|hour|day)s?\s*$")
-ADAPTERS_RE = re.compile(r"^[a-z][a-z0-9_]*$")
+ADAPTERS_RE = re.compile(r"^([a-z][a-z0-9_]*|[A-Za-z_][A-Za-z0-9_.]*:[A-Za-z_][A-Za-z0-9_]*)\Z")  # a name or package.module:Class
+CLIENT_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}\Z")
+CLAIM_RE = re.compile(r"^[A-Za-z0-9._:/-]{1,128}\Z")
+OIDC_ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA")
+SESSION_FORWARD = ("cookie", "authorization")
+
+
+@dataclass(frozen=True, slots=True)
+class Grant:
+    """What membership of one identity-provider group allows: personas and scopes."""
+
+    group: str
+    personas: tuple[str, ...]
+    scopes: tuple[str, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +76,31 @@ class Settings:
     rate_limit_admin: str = "120/minute"
     revoke_keys_from_browsers: bool = True
     auth_adapters: tuple[str, ...] = ("api_key",)
+    subject_pepper: bytes | None = field(default=None, repr=False)
+    oidc_issuer: str | None = None
+    oidc_audience: str | None = None
+    oidc_jwks_url: str | None = None
+    oidc_algorithms: tuple[str, ...] = ("RS256", "ES256")
+    oidc_subject_claim: str = "sub"
+    oidc_personas: tuple[str, ...] = ()
+    oidc_scopes: tuple[str, ...] | None = None
+    oidc_groups_claim: str | None = None
+    oidc_group_grants: tuple[Grant, ...] = ()
+    oidc_jwks_refresh_interval: float = 60.0
+    oidc_jwks_cache_seconds: int = 300
+    oidc_timeout: float = 2.0
+    oidc_client_id: str = "oidc"
+    session_url: str | None = None
+    session_timeout: float = 2.0
+    session_forward: tuple[str, ...] = ("cookie",)
+    session_subject_field: str = "sub"
+    session_personas_field: str | None = None
+    session_scopes_field: str | None = None
+    session_personas: tuple[str, ...] = ()
+    session_scopes: tuple[str, ...] | None = None
+    session_cache_seconds: int = 0
+    session_client_id: str = "session"
+    adapter_options: dict[str, dict[str, Any]] = field(default_factory=dict)
     log_level: str = "INFO"
     config: str | None = None
 
@@ -76,7 +115,8 @@ class Settings:
         return self.max_ttl + self.clock_skew
 
 
-_SECRET_SETTINGS = ("admin_key", "signing_key_passphrase", "key_encryption_key")
+_TABLE_SETTINGS = frozenset({"oidc_group_grants", "adapter_options"})  # TOML tables; JSON in the environment
+_SECRET_SETTINGS = ("admin_key", "signing_key_passphrase", "key_encryption_key", "subject_pepper")
 
 
 def _bool(name: str, raw: str) -> bool:
@@ -159,6 +199,8 @@ def _raw_values(environ: Mapping[str, str]) -> dict[str, str]:
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{PREFIX}CONFIG: {config_path!r} is not valid TOML ({exc})") from None
         for key, value in document.items():
+            if key == "adapters":
+                key = "adapter_options"  # the [adapters.<name>] tables of custom adapters
             base = key[:-5] if key.endswith("_file") and key[:-5] in file_backed else key
             if base not in known or base == "config":
                 raise ConfigError(f"{PREFIX}CONFIG: unknown setting {key!r} in {config_path!r}")
@@ -168,6 +210,8 @@ def _raw_values(environ: Mapping[str, str]) -> dict[str, str]:
                 text = ",".join(str(v) for v in value)
             elif isinstance(value, (str, int, float)):
                 text = str(value)
+            elif isinstance(value, dict) and base in _TABLE_SETTINGS:
+                text = json.dumps(value)
             else:
                 raise ConfigError(f"{PREFIX}CONFIG: setting {key!r} has an unsupported type")
             raw[key] = text
@@ -278,6 +322,8 @@ def _parse(name: str, text: str) -> Any:
         if not names or any(not ADAPTERS_RE.match(n) for n in names) or len(set(names)) != len(names):
             raise ConfigError(f"{PREFIX}AUTH_ADAPTERS must be a comma-separated list of distinct adapter names")
         return names
+    if name in _PARSERS:
+        return _PARSERS[name](name, text)
     if name == "log_level":
         level = text.strip().upper()
         if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
@@ -288,6 +334,145 @@ def _parse(name: str, text: str) -> Any:
     raise ConfigError(f"{PREFIX}{name.upper()} is not a setting of this service")  # pragma: no cover
 
 
+def _optional_url(name: str, text: str) -> str | None:
+    value = text.strip()
+    if not value:
+        return None
+    if not re.match(r"^https?://[^\s]+\Z", value):
+        raise ConfigError(f"{PREFIX}{name.upper()} must be an http:// or https:// URL")
+    return value
+
+
+def _optional_text(name: str, text: str) -> str | None:
+    value = text.strip()
+    if not value:
+        return None
+    if any(c.isspace() or not c.isprintable() for c in value) or len(value) > 256:
+        raise ConfigError(f"{PREFIX}{name.upper()} must be visible text without spaces (at most 256 characters)")
+    return value
+
+
+def _claim(name: str, text: str) -> str | None:
+    value = text.strip()
+    if not value:
+        return None
+    if not CLAIM_RE.match(value):
+        raise ConfigError(f"{PREFIX}{name.upper()} must be a claim or field name (letters, digits, . _ : / -)")
+    return value
+
+
+def _required_claim(name: str, text: str) -> str:
+    value = _claim(name, text)
+    if value is None:
+        raise ConfigError(f"{PREFIX}{name.upper()} must not be empty")
+    return value
+
+
+def _client_id(name: str, text: str) -> str:
+    value = text.strip()
+    if not CLIENT_ID_RE.match(value):
+        raise ConfigError(f"{PREFIX}{name.upper()} must be 1 to 128 characters of A-Z a-z 0-9 . _ : -")
+    return value
+
+
+def _personas(name: str, text: str) -> tuple[str, ...]:
+    items = _list(text)
+    for item in items:
+        if item != "*" and not re.match(r"^[A-Za-z0-9._:-]{1,128}\Z", item):
+            raise ConfigError(f"{PREFIX}{name.upper()}: {item!r} is not a personaId (or *)")
+    return tuple(dict.fromkeys(items))
+
+
+def _pepper(name: str, text: str) -> bytes | None:
+    value = text.strip()
+    if not value:
+        return None
+    if len(value) < 32:
+        raise ConfigError(f"{PREFIX}{name.upper()} must be at least 32 characters of random text")
+    return value.encode("utf-8")
+
+
+def _algorithms(name: str, text: str) -> tuple[str, ...]:
+    chosen = []
+    for item in _list(text):
+        match = [alg for alg in OIDC_ALGORITHMS if alg.lower() == item.lower()]
+        if not match:
+            raise ConfigError(f"{PREFIX}{name.upper()}: {item!r} is not allowed (asymmetric only: {', '.join(OIDC_ALGORITHMS)})")
+        chosen.append(match[0])
+    if not chosen:
+        raise ConfigError(f"{PREFIX}{name.upper()} must name at least one algorithm")
+    return tuple(dict.fromkeys(chosen))
+
+
+def _grants(name: str, text: str) -> tuple[Grant, ...]:
+    if not text.strip():
+        return ()
+    try:
+        document = json.loads(text)
+    except ValueError:
+        raise ConfigError(f"{PREFIX}{name.upper()} must be a JSON object: {{\"group\": {{\"personas\": [...], \"scopes\": [...]}}}}") from None
+    if not isinstance(document, dict):
+        raise ConfigError(f"{PREFIX}{name.upper()} must be a JSON object of groups")
+    grants = []
+    for group, grant in document.items():
+        if not isinstance(grant, dict) or set(grant) - {"personas", "scopes"} or not all(
+            isinstance(v, list) and all(isinstance(i, str) for i in v) for v in grant.values()
+        ):
+            raise ConfigError(f"{PREFIX}{name.upper()}: group {group!r} must map to {{\"personas\": [...], \"scopes\": [...]}}")
+        grants.append(Grant(
+            group=group,
+            personas=_personas(name, ",".join(grant.get("personas", []))),
+            scopes=_scopes(name, ",".join(grant.get("scopes", []))),
+        ))
+    return tuple(grants)
+
+
+def _forward(name: str, text: str) -> tuple[str, ...]:
+    items = tuple(item.lower() for item in _list(text))
+    if not items or any(item not in SESSION_FORWARD for item in items):
+        raise ConfigError(f"{PREFIX}{name.upper()} must list cookie and/or authorization")
+    return tuple(dict.fromkeys(items))
+
+
+def _adapter_options(name: str, text: str) -> dict[str, dict[str, Any]]:
+    try:
+        document = json.loads(text) if text.strip() else {}
+    except ValueError:
+        raise ConfigError(f"{PREFIX}{name.upper()} must be a JSON object of {{adapter: {{option: value}}}}") from None
+    if not isinstance(document, dict) or not all(isinstance(v, dict) for v in document.values()):
+        raise ConfigError(f"{PREFIX}{name.upper()} must be a JSON object of {{adapter: {{option: value}}}}")
+    return document
+
+
+_PARSERS: dict[str, Any] = {
+    "subject_pepper": _pepper,
+    "oidc_issuer": _optional_url,
+    "oidc_audience": _optional_text,
+    "oidc_jwks_url": _optional_url,
+    "oidc_algorithms": _algorithms,
+    "oidc_subject_claim": _required_claim,
+    "oidc_personas": _personas,
+    "oidc_scopes": _scopes,
+    "oidc_groups_claim": _claim,
+    "oidc_group_grants": _grants,
+    "oidc_jwks_refresh_interval": lambda n, t: _seconds(n, t, 1, 86400),
+    "oidc_jwks_cache_seconds": lambda n, t: _int(n, t, 0, 86400),
+    "oidc_timeout": lambda n, t: _seconds(n, t, 0.1, 30),
+    "oidc_client_id": _client_id,
+    "session_url": _optional_url,
+    "session_timeout": lambda n, t: _seconds(n, t, 0.1, 30),
+    "session_forward": _forward,
+    "session_subject_field": _required_claim,
+    "session_personas_field": _claim,
+    "session_scopes_field": _claim,
+    "session_personas": _personas,
+    "session_scopes": _scopes,
+    "session_cache_seconds": lambda n, t: _int(n, t, 0, 300),
+    "session_client_id": _client_id,
+    "adapter_options": _adapter_options,
+}
+
+
 def _check_together(settings: Settings) -> None:
     unknown = [s for s in settings.default_scopes if s not in settings.scopes]
     if unknown:
@@ -296,11 +481,24 @@ def _check_together(settings: Settings) -> None:
         raise ConfigError(f"{PREFIX}SCOPES must name at least one scope")
     if settings.signing_key_passphrase and not settings.signing_key_file:
         raise ConfigError(f"{PREFIX}SIGNING_KEY_PASSPHRASE is set but {PREFIX}SIGNING_KEY_FILE is not")
-    if settings.key_encryption_key is not None:
+    adapters = set(settings.auth_adapters)
+    if "hmac" in adapters and settings.key_encryption_key is None:
         raise ConfigError(
-            f"{PREFIX}KEY_ENCRYPTION_KEY: the managed (rotating) key ring is not available in this version; "
-            f"use {PREFIX}SIGNING_KEY_FILE"
+            f"{PREFIX}AUTH_ADAPTERS names hmac but {PREFIX}KEY_ENCRYPTION_KEY is not set: signed requests are checked "
+            "against secret keys kept encrypted under it"
         )
+    if "oidc" in adapters:
+        for needed in ("oidc_issuer", "oidc_audience", "oidc_jwks_url"):
+            if getattr(settings, needed) is None:
+                raise ConfigError(f"{PREFIX}AUTH_ADAPTERS names oidc but {PREFIX}{needed.upper()} is not set")
+    if "session" in adapters and settings.session_url is None:
+        raise ConfigError(f"{PREFIX}AUTH_ADAPTERS names session but {PREFIX}SESSION_URL is not set")
+    granted = [("OIDC_SCOPES", settings.oidc_scopes or ()), ("SESSION_SCOPES", settings.session_scopes or ())]
+    granted += [("OIDC_GROUP_GRANTS", grant.scopes) for grant in settings.oidc_group_grants]
+    for label, values in granted:
+        unknown = [s for s in values if s not in settings.scopes]
+        if unknown:
+            raise ConfigError(f"{PREFIX}{label}: {unknown[0]!r} is not in {PREFIX}SCOPES")
     if settings.redis_url and not settings.signing_key_file:
         raise ConfigError(
             f"{PREFIX}REDIS_URL is set but no signing key is: set {PREFIX}SIGNING_KEY_FILE so that every instance signs with the same key"

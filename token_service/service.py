@@ -13,8 +13,17 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from token_service.apikeys import BOOTSTRAP_ID, PERMISSIONS, ApiKey, KeyKind, digest_of, generate_key_text, new_key_id
-from token_service.auth import AuthChain, AuthenticationFailed, AuthRequest, Principal
+from token_service.apikeys import (
+    BOOTSTRAP_ID,
+    PERMISSIONS,
+    ApiKey,
+    KeyKind,
+    digest_of,
+    generate_key_text,
+    new_key_id,
+    seal,
+)
+from token_service.auth import AuthChain, AuthenticationFailed, AuthRequest, AuthUnavailable, Principal
 from token_service.claims import AccessClaims, valid_client_id, valid_jti, valid_persona_id, valid_sub
 from token_service.clock import Clock
 from token_service.config import ORIGIN_RE, Settings
@@ -81,6 +90,8 @@ class TokenService:
             raise Unauthorized(exc.description, headers=self.challenge(error="invalid_token", description=exc.description)) from None
         except StoreUnavailable as exc:
             raise _unavailable(exc) from None
+        except AuthUnavailable:
+            raise TemporarilyUnavailable("The credential cannot be checked right now; retry shortly.") from None
         if principal is None:
             raise Unauthorized("Authentication is required.", headers=self.challenge())
         return principal
@@ -353,11 +364,12 @@ class TokenService:
             raise InvalidRequest("expires_at must be a future Unix time in seconds, or null.")
         key_id = new_key_id()
         text = generate_key_text(key_kind, key_id)
+        kek = self.settings.key_encryption_key
         record = ApiKey(
             id=key_id, type=key_kind, name=name, personas=tuple(dict.fromkeys(personas or ())),
             scopes=tuple(dict.fromkeys(scopes or ())), origins=tuple(dict.fromkeys(origins or ())),
             permissions=tuple(dict.fromkeys(permissions or ())), created_at=now, expires_at=expires_at,
-            digest=digest_of(text),
+            digest=digest_of(text), sealed=seal(text, kek, key_id) if kek is not None and key_kind == "secret" else None,
         )
         try:
             self.stores.api_keys.create(record)

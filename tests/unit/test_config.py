@@ -195,8 +195,9 @@ def test_scopes_must_not_be_empty() -> None:
 
 def test_auth_adapters_list() -> None:
     assert load_settings(env(AUTH_ADAPTERS="api_key")).auth_adapters == ("api_key",)
-    assert load_settings(env(AUTH_ADAPTERS="api_key, oidc")).auth_adapters == ("api_key", "oidc")
-    for bad in ("", "api_key,api_key", "Api-Key", "1x"):
+    assert load_settings(env(AUTH_ADAPTERS="api_key, mine")).auth_adapters == ("api_key", "mine")
+    assert load_settings(env(AUTH_ADAPTERS="api_key,my_pkg.adapters:Header")).auth_adapters == ("api_key", "my_pkg.adapters:Header")
+    for bad in ("", "api_key,api_key", "Api-Key", "1x", "pkg.mod:", "pkg mod:Class"):
         assert "TOKEN_SERVICE_AUTH_ADAPTERS" in config_error(env(AUTH_ADAPTERS=bad))
 
 
@@ -512,7 +513,10 @@ def test_every_setting_has_a_parser() -> None:
     """Each field of Settings can be set from the environment (no setting is silently unknown)."""
     samples: dict[str, Any] = {
         "redis_url": None, "config": None, "admin_key": "x" * 32, "key_encryption_key": None,
-        "signing_key_passphrase": None, "signing_key_file": "/dev/null",
+        "signing_key_passphrase": None, "signing_key_file": "/dev/null", "subject_pepper": None,
+        "oidc_group_grants": (), "adapter_options": {}, "oidc_scopes": None, "session_scopes": None,
+        "oidc_issuer": None, "oidc_audience": None, "oidc_jwks_url": None, "session_url": None,
+        "oidc_groups_claim": None, "session_personas_field": None, "session_scopes_field": None,
     }
     for field_name in Settings.__dataclass_fields__:
         if field_name in samples:

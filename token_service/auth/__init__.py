@@ -3,15 +3,21 @@ built from ``TOKEN_SERVICE_AUTH_ADAPTERS`` in order; the first adapter that deci
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from importlib.metadata import entry_points
+from typing import Any
 
-from token_service.auth.base import AuthAdapter, AuthenticationFailed, AuthRequest, Principal
+from token_service.auth.base import AuthAdapter, AuthenticationFailed, AuthRequest, AuthUnavailable, Principal
 from token_service.clock import Clock
 from token_service.config import ConfigError, Settings
 from token_service.stores.base import Stores
 
-__all__ = ["AdapterContext", "AuthChain", "AuthRequest", "AuthenticationFailed", "Principal", "build_chain", "register"]
+__all__ = [
+    "AdapterContext", "AuthChain", "AuthRequest", "AuthUnavailable", "AuthenticationFailed", "Principal", "build_chain", "register",
+]
+ENTRY_POINT_GROUP = "token_service.auth_adapters"
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,6 +27,8 @@ class AdapterContext:
     settings: Settings
     stores: Stores
     clock: Clock
+    options: dict[str, Any] = field(default_factory=dict)
+    """The adapter's own options: the ``[adapters.<name>]`` table of the TOML file (custom adapters)."""
 
 
 AdapterFactory = Callable[[AdapterContext], AuthAdapter]
@@ -60,12 +68,68 @@ class AuthChain:
         return None
 
 
+def _from_class(cls: Any, where: str) -> AdapterFactory:
+    """A factory for an adapter class: ``cls.from_context(context)`` when it has one, else ``cls(context)``."""
+    if not callable(cls):
+        raise ConfigError(f"TOKEN_SERVICE_AUTH_ADAPTERS: {where} is not a class or factory")
+    build = getattr(cls, "from_context", None)
+    return build if callable(build) else cls  # type: ignore[no-any-return]
+
+
+def _load_dotted(path: str) -> AdapterFactory:
+    module_name, _, attribute = path.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ConfigError(f"TOKEN_SERVICE_AUTH_ADAPTERS: cannot import {module_name!r} ({exc.msg})") from None
+    cls = getattr(module, attribute, None)
+    if cls is None:
+        raise ConfigError(f"TOKEN_SERVICE_AUTH_ADAPTERS: {module_name!r} has no {attribute!r}")
+    return _from_class(cls, path)
+
+
+def _load_entry_point(name: str) -> AdapterFactory | None:
+    found = [ep for ep in entry_points(group=ENTRY_POINT_GROUP) if ep.name == name]
+    if not found:
+        return None
+    if len(found) > 1:
+        raise ConfigError(f"TOKEN_SERVICE_AUTH_ADAPTERS: several installed packages publish the adapter {name!r}")
+    try:
+        cls = found[0].load()
+    except Exception as exc:  # noqa: BLE001 - a broken plugin stops start-up with one line
+        raise ConfigError(f"TOKEN_SERVICE_AUTH_ADAPTERS: the adapter {name!r} failed to load ({type(exc).__name__})") from None
+    return _from_class(cls, f"entry point {name!r}")
+
+
+def _factory(name: str) -> AdapterFactory:
+    if ":" in name:
+        return _load_dotted(name)
+    factory = _REGISTRY.get(name) or _load_entry_point(name)
+    if factory is None:
+        raise ConfigError(
+            f"TOKEN_SERVICE_AUTH_ADAPTERS: unknown adapter {name!r} (built in: {', '.join(sorted(_REGISTRY))}; "
+            f"or package.module:Class, or an entry point of {ENTRY_POINT_GROUP})"
+        )
+    return factory
+
+
 def build_chain(names: Sequence[str], context: AdapterContext) -> AuthChain:
-    """The chain of the named adapters; ConfigError for a name nobody registered."""
+    """The chain of the named adapters, in order; ConfigError (one line) for one that cannot be built.
+
+    A name is a built-in adapter, an entry point of the ``token_service.auth_adapters`` group, or a
+    dotted path ``package.module:Class``. Each adapter gets the context with its own options.
+    """
     adapters = []
     for name in names:
-        factory = _REGISTRY.get(name)
-        if factory is None:
-            raise ConfigError(f"TOKEN_SERVICE_AUTH_ADAPTERS: unknown adapter {name!r} (known: {', '.join(sorted(_REGISTRY))})")
-        adapters.append(factory(context))
+        factory = _factory(name)
+        options = dict(context.settings.adapter_options.get(name, {}))
+        try:
+            adapter = factory(AdapterContext(context.settings, context.stores, context.clock, options))
+        except ConfigError:
+            raise
+        except (TypeError, ValueError, KeyError) as exc:
+            raise ConfigError(f"TOKEN_SERVICE_AUTH_ADAPTERS: the adapter {name!r} refused its settings ({exc})") from None
+        if not callable(getattr(adapter, "authenticate", None)):
+            raise ConfigError(f"TOKEN_SERVICE_AUTH_ADAPTERS: {name!r} has no authenticate(request) method")
+        adapters.append(adapter)
     return AuthChain(adapters)

@@ -11,7 +11,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
-PrincipalKind = Literal["public", "secret", "admin"]
+PrincipalKind = Literal["public", "secret", "admin", "user"]
+"""public/secret/admin: API keys (a signed request acts as its secret key); user: an end user
+authenticated by an identity provider or an upstream session, minting for themself only."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,13 +77,22 @@ class AuthenticationFailed(Exception):
         super().__init__(description)
 
 
+class AuthUnavailable(Exception):
+    """The adapter could not decide: its dependency (a JWKS, an upstream) failed. The service answers
+    503 and authenticates nobody (fail closed). The message is safe to log."""
+
+
 class AuthAdapter(Protocol):
     """One way of authenticating callers."""
 
     name: str
 
     def authenticate(self, request: AuthRequest) -> Principal | None:
-        """A Principal, None when the request carries no credential of this kind; raise AuthenticationFailed when it is bad."""
+        """A Principal, or None when the request carries no credential of this kind.
+
+        Raises AuthenticationFailed when the credential is of this kind and bad, AuthUnavailable when
+        the adapter cannot check it now.
+        """
 
 
 def bearer_credentials(value: str | None) -> str | None:

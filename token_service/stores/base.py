@@ -67,11 +67,19 @@ class ApiKeyStore(Protocol):
         """True when a public key neither revoked nor expired at ``now`` lists ``origin`` (for CORS preflights)."""
 
 
+class ReplayCache(Protocol):
+    """Signatures already used, shared by every instance (a signed request is accepted once)."""
+
+    def first_use(self, fingerprint: str, ttl: int) -> bool:
+        """Record ``fingerprint`` for ``ttl`` seconds; True when it was not already recorded (atomic)."""
+
+
 class Stores(Protocol):
     """The stores of one deployment, and a health probe."""
 
     revocations: RevocationStore
     api_keys: ApiKeyStore
+    replays: ReplayCache
 
     def ping(self) -> None:
         """Return when every store answers; raise StoreUnavailable otherwise."""

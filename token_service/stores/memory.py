@@ -10,7 +10,7 @@ from dataclasses import replace
 from token_service.apikeys import ApiKey
 from token_service.clock import Clock
 from token_service.revocation import Marker, Revocation, Target
-from token_service.stores.base import ApiKeyStore, RevocationStore
+from token_service.stores.base import ApiKeyStore, ReplayCache, RevocationStore
 from token_service.stores.cursor import decode_cursor, encode_cursor
 
 
@@ -146,6 +146,27 @@ class MemoryApiKeyStore:
             return any(key.type == "public" and key.usable(now) and origin in key.origins for _, key in self._keys.values())
 
 
+class MemoryReplayCache:
+    """ReplayCache in a dict, pruned lazily against the clock."""
+
+    def __init__(self, clock: Clock):
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._seen: dict[str, float] = {}
+
+    def first_use(self, fingerprint: str, ttl: int) -> bool:
+        """See ReplayCache.first_use."""
+        now = self._clock()
+        with self._lock:
+            if len(self._seen) > 10_000:
+                self._seen = {k: until for k, until in self._seen.items() if until > now}
+            until = self._seen.get(fingerprint)
+            if until is not None and until > now:
+                return False
+            self._seen[fingerprint] = now + max(1, ttl)
+            return True
+
+
 class MemoryStores:
     """The embedded stores of one process."""
 
@@ -154,6 +175,7 @@ class MemoryStores:
     def __init__(self, clock: Clock):
         self.revocations: RevocationStore = MemoryRevocationStore(clock)
         self.api_keys: ApiKeyStore = MemoryApiKeyStore()
+        self.replays: ReplayCache = MemoryReplayCache(clock)
 
     def ping(self) -> None:
         """Always answers."""

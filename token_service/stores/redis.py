@@ -9,6 +9,7 @@ Redis Cluster. Layout (``P`` = ``{ts}``):
 - ``P:rev:idx`` / ``P:rev:exp``  sorted sets by sequence number / by expiry (listing, pruning)
 - ``P:key:rec:<id>``  hash of an API key record; ``P:key:idx`` sorted set by sequence number;
   ``P:key:origin:<origin>`` sorted set of the public keys listing that origin, by expiry (+inf: none)
+- ``P:replay:<fingerprint>``  a signed request's signature seen, expiring after the signature window
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from redis.exceptions import RedisClusterException, RedisError
 from token_service.apikeys import ApiKey
 from token_service.clock import Clock
 from token_service.revocation import Marker, Revocation, Target
-from token_service.stores.base import ApiKeyStore, RevocationStore, StoreUnavailable
+from token_service.stores.base import ApiKeyStore, ReplayCache, RevocationStore, StoreUnavailable
 from token_service.stores.cursor import decode_cursor, encode_cursor
 
 T = TypeVar("T")
@@ -238,6 +239,8 @@ class RedisApiKeyStore:
             "expires_at": json.dumps(key.expires_at), "digest": key.digest.hex(),
             "rotated_from": json.dumps(key.rotated_from),
         }
+        if key.sealed is not None:
+            fields["sealed"] = key.sealed.hex()
         for name in _LIST_FIELDS:
             fields[name] = json.dumps(list(getattr(key, name)))
         flat = [part for pair in fields.items() for part in pair]
@@ -262,6 +265,7 @@ class RedisApiKeyStore:
             revoked_at=int(text["revoked_at"]) if "revoked_at" in text else None,
             last_used_at=int(text["last_used_at"]) if "last_used_at" in text else None,
             rotated_from=json.loads(text.get("rotated_from", "null")),
+            sealed=bytes.fromhex(text["sealed"]) if "sealed" in text else None,
         )
 
     def get(self, key_id: str) -> ApiKey | None:
@@ -302,6 +306,17 @@ class RedisApiKeyStore:
         return bool(_guard(self._r.zcount, f"{P}:key:origin:{origin}", f"({now}", "+inf"))
 
 
+class RedisReplayCache:
+    """ReplayCache on Redis: one ``SET NX EX`` per signature."""
+
+    def __init__(self, client: Any):
+        self._r: Any = client
+
+    def first_use(self, fingerprint: str, ttl: int) -> bool:
+        """See ReplayCache.first_use."""
+        return bool(_guard(self._r.set, f"{P}:replay:{fingerprint}", b"1", nx=True, ex=max(1, ttl)))
+
+
 class RedisStores:
     """The shared stores of a deployment, on one Redis client (one pool per process)."""
 
@@ -311,6 +326,7 @@ class RedisStores:
         self.client: Any = client
         self.revocations: RevocationStore = RedisRevocationStore(client, clock)
         self.api_keys: ApiKeyStore = RedisApiKeyStore(client)
+        self.replays: ReplayCache = RedisReplayCache(client)
 
     def ping(self) -> None:
         """See Stores.ping."""
