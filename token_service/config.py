@@ -410,7 +410,7 @@ def _grants(name: str, text: str) -> tuple[Grant, ...]:
     try:
         document = json.loads(text)
     except ValueError:
-        raise ConfigError(f"{PREFIX}{name.upper()} must be a JSON object: {{\"group\": {{\"personas\": [...], \"scopes\": [...]}}}}") from None
+        raise ConfigError(f'{PREFIX}{name.upper()} must be a JSON object: {{"group": {{"personas": [...], "scopes": [...]}}}}') from None
     if not isinstance(document, dict):
         raise ConfigError(f"{PREFIX}{name.upper()} must be a JSON object of groups")
     grants = []
