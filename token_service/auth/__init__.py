@@ -50,7 +50,21 @@ def _api_key(context: AdapterContext) -> AuthAdapter:
     )
 
 
+def _built_in(module: str, class_name: str) -> AdapterFactory:
+    """A factory importing ``token_service.auth.<module>`` only when the adapter is configured."""
+
+    def factory(context: AdapterContext) -> AuthAdapter:
+        cls = getattr(importlib.import_module(f"token_service.auth.{module}"), class_name)
+        adapter: AuthAdapter = cls.from_context(context)
+        return adapter
+
+    return factory
+
+
 register("api_key", _api_key)
+register("hmac", _built_in("hmac", "HmacAdapter"))
+register("oidc", _built_in("oidc", "OidcAdapter"))
+register("session", _built_in("session", "SessionAdapter"))
 
 
 class AuthChain:

@@ -55,9 +55,14 @@ class ApiKeyAdapter:
             if self._revoke_from_browsers:
                 self._store.revoke(key.id, int(now))
             raise AuthenticationFailed("Secret and admin keys must never be sent from a browser.")
-        if key.last_used_at is None or now - key.last_used_at >= LAST_USED_RESOLUTION:
-            self._store.touch(key.id, int(now))
+        record_use(self._store, key, now)
         return principal_of(key)
+
+
+def record_use(store: ApiKeyStore, key: ApiKey, now: float) -> None:
+    """Write ``last_used_at``, at most once a minute per key (not a store write per request)."""
+    if key.last_used_at is None or now - key.last_used_at >= LAST_USED_RESOLUTION:
+        store.touch(key.id, int(now))
 
 
 def principal_of(key: ApiKey) -> Principal:

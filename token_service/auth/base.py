@@ -7,6 +7,10 @@ not return None decides. Adapters see a framework-free AuthRequest, never Flask.
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
+
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
@@ -104,3 +108,10 @@ def bearer_credentials(value: str | None) -> str | None:
     if scheme.lower() != "bearer" or not credentials or " " in credentials:
         return None
     return credentials
+
+
+def pseudonymous_subject(pepper: bytes, namespace: str, subject: str) -> str:
+    """``u_`` + base64url(HMAC-SHA256(pepper, namespace NUL subject)): a stable subject that carries no
+    personal data (an e-mail address never reaches a token), unlinkable across peppers and namespaces."""
+    digest = hmac.new(pepper, f"{namespace}\0{subject}".encode(), hashlib.sha256).digest()
+    return "u_" + base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
