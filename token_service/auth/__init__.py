@@ -136,7 +136,10 @@ def build_chain(names: Sequence[str], context: AdapterContext) -> AuthChain:
     adapters = []
     for name in names:
         factory = _factory(name)
-        options = dict(context.settings.adapter_options.get(name, {}))
+        # Options are found under the configured name, or (for a dotted path) the class's own ``name``.
+        own_name = getattr(getattr(factory, "__self__", factory), "name", None)
+        table = context.settings.adapter_options
+        options = dict(table.get(name) or (table.get(own_name, {}) if isinstance(own_name, str) else {}))
         try:
             adapter = factory(AdapterContext(context.settings, context.stores, context.clock, options))
         except ConfigError:
