@@ -408,6 +408,11 @@ class TokenService:
         except StoreUnavailable:
             return False
 
+    def cookie_credentials_allowed(self, origin: str) -> bool:
+        """True when CORS may allow credentials (cookies) for ``origin``: the session adapter is on and
+        the origin is one of TOKEN_SERVICE_CORS_ORIGINS."""
+        return "session" in self.settings.auth_adapters and origin in self.settings.cors_origins
+
     # -- discovery and health -------------------------------------------------------------------
 
     def jwks(self) -> dict[str, Any]:

@@ -36,9 +36,14 @@ def _cors(response: Response) -> None:
     if origin is None or request.path not in CORS_PATHS:
         return
     response.vary.add("Origin")
-    if not current_app.extensions["token_service"].origin_allowed(origin):
+    service = current_app.extensions["token_service"]
+    if not service.origin_allowed(origin):
         return
     response.headers["Access-Control-Allow-Origin"] = origin
+    if service.cookie_credentials_allowed(origin):
+        # A session cookie travels only with credentials: allowed for the configured origins alone,
+        # never with "*" (there is none) and never for origins a public key brought in.
+        response.headers["Access-Control-Allow-Credentials"] = "true"
     if request.method == "OPTIONS":
         response.headers["Access-Control-Allow-Methods"] = "POST"
         response.headers["Access-Control-Allow-Headers"] = "Authorization, Content-Type, X-Request-Id"
