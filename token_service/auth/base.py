@@ -35,9 +35,17 @@ class AuthRequest:
 
     @property
     def from_browser(self) -> bool:
-        """True when a browser sent this request (it carries Origin or Sec-Fetch-Mode: cors)."""
+        """API.md's test for a key *presented* by a browser: the request carries Origin or Sec-Fetch-Mode: cors."""
         mode = (self.header("sec-fetch-mode") or "").lower()
         return self.header("origin") is not None or mode == "cors"
+
+    @property
+    def from_browser_engine(self) -> bool:
+        """A narrower test: Origin, or Sec-Fetch-Mode: cors *with* Sec-Fetch-Site (browsers send the Fetch
+        Metadata headers together). Node's built-in fetch (undici) sends Sec-Fetch-Mode: cors alone on
+        every request; signed requests from Node servers (the Persona guide's own example) must pass."""
+        mode = (self.header("sec-fetch-mode") or "").lower()
+        return self.header("origin") is not None or (mode == "cors" and self.header("sec-fetch-site") is not None)
 
 
 @dataclass(frozen=True, slots=True)
