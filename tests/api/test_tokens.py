@@ -264,7 +264,9 @@ def _key_record(actions: Actions, key_id: str) -> dict[str, Any]:
     return next(item for item in all_items(actions, "/v1/admin/api-keys") if item["id"] == key_id)
 
 
-@pytest.mark.parametrize("browser_header", [{"Origin": ORIGIN}, {"Sec-Fetch-Mode": "cors"}, {"Sec-Fetch-Mode": "cors", "Sec-Fetch-Site": "same-origin"}])
+@pytest.mark.parametrize(
+    "browser_header", [{"Origin": ORIGIN}, {"Sec-Fetch-Mode": "cors"}, {"Sec-Fetch-Mode": "cors", "Sec-Fetch-Site": "same-origin"}]
+)
 def test_secret_key_from_a_browser_is_refused_and_revoked(actions, client, secret, clock, browser_header):
     assert _key_record(actions, secret["id"])["revoked_at"] is None
     response = post_tokens(client, secret["key"], {"personaId": "support-bot", "sub": "u"}, headers=browser_header)

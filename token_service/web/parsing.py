@@ -7,7 +7,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from flask import request
+from flask import g, request
 
 from token_service.auth import AuthRequest
 from token_service.errors import InvalidRequest, UnsupportedMediaType
@@ -106,10 +106,13 @@ def page_params() -> tuple[str | None, int]:
 
 def auth_request() -> AuthRequest:
     """The request as auth adapters see it (body read once, bounded by the 16 KiB limit)."""
+    headers = {name.lower(): value for name, value in request.headers.items()}
+    if g.get("request_id"):
+        headers["x-request-id"] = g.request_id  # the effective id (echoed or generated), for upstream calls
     return AuthRequest(
         method=request.method,
         path=request.path,
-        headers={name.lower(): value for name, value in request.headers.items()},
+        headers=headers,
         body=request.get_data(cache=True) if has_body() else b"",
         remote_addr=request.remote_addr,
     )
