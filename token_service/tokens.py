@@ -78,7 +78,8 @@ def _object_without_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return result
 
 
-def _b64decode(segment: str) -> bytes:
+def b64url_decode(segment: str) -> bytes:
+    """Strict base64url without padding (RFC 7515 §2): only the canonical encoding; ValueError otherwise."""
     if not _B64URL.fullmatch(segment) or len(segment) % 4 == 1:
         raise ValueError("not base64url")
     raw = base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
@@ -87,7 +88,8 @@ def _b64decode(segment: str) -> bytes:
     return raw
 
 
-def _json_object(raw: bytes) -> dict[str, Any]:
+def json_object(raw: bytes) -> dict[str, Any]:
+    """A JSON object without duplicate members (no other parser can read another alg or kid); ValueError otherwise."""
     try:
         value = json.loads(raw, object_pairs_hook=_object_without_duplicates)
     except RecursionError:
@@ -127,9 +129,9 @@ class TokenCodec:
             return _MALFORMED
         header_segment, payload_segment, signature_segment = token.split(".")
         try:
-            header = _json_object(_b64decode(header_segment))
-            payload_bytes = _b64decode(payload_segment)  # parsed only once the signature holds
-            signature = _b64decode(signature_segment)
+            header = json_object(b64url_decode(header_segment))
+            payload_bytes = b64url_decode(payload_segment)  # parsed only once the signature holds
+            signature = b64url_decode(signature_segment)
         except (ValueError, UnicodeDecodeError, binascii.Error):
             return _MALFORMED
         problem = self._header_problem(header)
@@ -153,7 +155,7 @@ class TokenCodec:
             reasons.append(Reason("bad_signature", "The token's signature does not verify."))
             return Verdict(header=header, claims=None, reasons=tuple(reasons))
         try:
-            payload = _json_object(payload_bytes)
+            payload = json_object(payload_bytes)
         except (ValueError, UnicodeDecodeError, binascii.Error):
             reasons.insert(0, Reason("malformed", "The token's payload is not a JSON object."))
             return Verdict(header=header, claims=None, reasons=tuple(reasons))

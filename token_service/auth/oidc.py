@@ -19,9 +19,7 @@ with ``TOKEN_SERVICE_SUBJECT_PEPPER`` when set, and ``sub`` in a minting body is
 
 from __future__ import annotations
 
-import base64
 import binascii
-import json
 import math
 import re
 from typing import TYPE_CHECKING, Any
@@ -40,6 +38,7 @@ from token_service.auth.jwks import JwksCache, JwksUnavailable, PublishedKey, Un
 from token_service.claims import valid_sub
 from token_service.clock import Clock
 from token_service.config import PREFIX, ConfigError, Settings
+from token_service.tokens import b64url_decode, json_object
 
 if TYPE_CHECKING:
     from token_service.auth import AdapterContext
@@ -104,7 +103,7 @@ class OidcAdapter:
         if len(token) > MAX_TOKEN_LENGTH:
             raise AuthenticationFailed(f"The identity token is longer than {MAX_TOKEN_LENGTH} characters.")
         try:
-            header = _json_object(_b64decode(token.split(".", 1)[0]))
+            header = json_object(b64url_decode(token.split(".", 1)[0]))
         except (ValueError, UnicodeDecodeError, binascii.Error):
             raise AuthenticationFailed(_MALFORMED) from None
         if REFUSED_HEADER_MEMBERS & header.keys():
@@ -215,31 +214,3 @@ def _is_number(value: object) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def _b64decode(segment: str) -> bytes:
-    """Strict base64url without padding (RFC 7515 §2): only the canonical encoding is accepted."""
-    if not _B64URL.fullmatch(segment) or len(segment) % 4 == 1:
-        raise ValueError("not base64url")
-    raw = base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
-    if base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii") != segment:
-        raise ValueError("not canonical base64url")
-    return raw
-
-
-def _json_object(raw: bytes) -> dict[str, Any]:
-    """A JSON object without duplicate members (so that no other parser can read another alg or kid)."""
-
-    def no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-        result: dict[str, Any] = {}
-        for name, value in pairs:
-            if name in result:
-                raise ValueError("duplicate member")
-            result[name] = value
-        return result
-
-    try:
-        value = json.loads(raw, object_pairs_hook=no_duplicates)
-    except RecursionError:
-        raise ValueError("JSON nested too deeply") from None
-    if not isinstance(value, dict):
-        raise ValueError("not a JSON object")
-    return value
