@@ -10,6 +10,7 @@ from pathlib import Path
 
 from flask import Flask
 
+from token_service.audit import AuditSink
 from token_service.auth import AdapterContext, build_chain
 from token_service.clock import Clock, system_clock
 from token_service.config import ConfigError, Settings, load_settings
@@ -49,7 +50,7 @@ def _configure_logging(level: str) -> None:
 
 
 def create_app(settings: Settings | None = None, *, clock: Clock = system_clock, stores: Stores | None = None,
-               ring: KeyRing | None = None) -> Flask:
+               ring: KeyRing | None = None, audit: AuditSink | None = None) -> Flask:
     """Build the WSGI app; settings default to the process environment (read here, once)."""
     if settings is None:
         settings = load_settings(os.environ)
@@ -72,7 +73,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock = system_clock,
         )
     if generated_key:
         log.warning("no signing key configured: generated an ephemeral %s key; its tokens die with this process", settings.signing_alg)
-    service = TokenService(settings, stores, ring, chain, clock)
+    service = TokenService(settings, stores, ring, chain, clock, audit)
 
     app = Flask(__name__)
     app.json.sort_keys = False  # type: ignore[attr-defined]

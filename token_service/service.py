@@ -23,6 +23,7 @@ from token_service.apikeys import (
     new_key_id,
     seal,
 )
+from token_service.audit import SYSTEM_ACTOR, Actor, AuditEvent, AuditSink, LogAuditSink
 from token_service.auth import AuthChain, AuthenticationFailed, AuthRequest, AuthUnavailable, Principal
 from token_service.claims import AccessClaims, valid_client_id, valid_jti, valid_persona_id, valid_sub
 from token_service.clock import Clock
@@ -72,13 +73,20 @@ def _unavailable(exc: StoreUnavailable) -> TemporarilyUnavailable:
 class TokenService:
     """The service's use cases over the key ring, the codec, the stores and the auth chain."""
 
-    def __init__(self, settings: Settings, stores: Stores, ring: KeyRing, chain: AuthChain, clock: Clock):
+    def __init__(self, settings: Settings, stores: Stores, ring: KeyRing, chain: AuthChain, clock: Clock,
+                 audit: AuditSink | None = None):
         self.settings = settings
+        self.audit = audit or LogAuditSink()
         self.stores = stores
         self.ring = ring
         self.chain = chain
         self.clock = clock
         self.codec = TokenCodec(settings.issuer, settings.audience, settings.clock_skew)
+
+    def record(self, action: str, target: str | None, actor: Actor = SYSTEM_ACTOR, outcome: str = "ok") -> None:
+        """Write one audit record (never a secret: ``target`` is an id)."""
+        self.audit.record(AuditEvent(at=int(self.clock()), actor=actor.id, address=actor.address, action=action,
+                                     target=target, outcome=outcome))
 
     # -- authentication -------------------------------------------------------------------------
 
@@ -236,7 +244,7 @@ class TokenService:
         )
         self._store_revocation(entry)
 
-    def revoke(self, rtype: str, value: Any, reason: Any) -> Revocation:
+    def revoke(self, rtype: str, value: Any, reason: Any, actor: Actor = SYSTEM_ACTOR) -> Revocation:
         """Admin revocation of one target; see API.md for what each type covers."""
         if reason is not None and (not isinstance(reason, str) or len(reason) > 256):
             raise InvalidRequest("reason must be a string of at most 256 characters, or null.")
@@ -277,6 +285,7 @@ class TokenService:
             expires_at=expiry_of(kind, now, self.settings.revocation_horizon, token_exp, self.settings.clock_skew),
         )
         self._store_revocation(entry)
+        self.record("revocation.create", f"{entry.id} {entry.type}", actor)
         return entry
 
     def _store_revocation(self, entry: Revocation) -> None:
@@ -294,7 +303,7 @@ class TokenService:
         except StoreUnavailable as exc:
             raise _unavailable(exc) from None
 
-    def lift_revocation(self, revocation_id: str) -> None:
+    def lift_revocation(self, revocation_id: str, actor: Actor = SYSTEM_ACTOR) -> None:
         """Lift a revocation made by mistake; NotFound when there is none in force with this id."""
         try:
             lifted = self.stores.revocations.lift(revocation_id)
@@ -302,6 +311,7 @@ class TokenService:
             raise _unavailable(exc) from None
         if lifted is None:
             raise NotFound("No revocation in force has this id.")
+        self.record("revocation.lift", f"{lifted.id} {lifted.type}", actor)
 
     def revoked_kids(self) -> frozenset[str]:
         """The kids of the ring that have been revoked (one store round trip)."""
@@ -314,7 +324,7 @@ class TokenService:
 
     # -- API keys -------------------------------------------------------------------------------
 
-    def create_api_key(self, body: dict[str, Any]) -> tuple[ApiKey, str]:
+    def create_api_key(self, body: dict[str, Any], actor: Actor = SYSTEM_ACTOR) -> tuple[ApiKey, str]:
         """Create a key from a validated admin request body; return its record and its text (shown once)."""
         kind = body.get("type")
         if kind not in ("public", "secret", "admin"):
@@ -375,6 +385,7 @@ class TokenService:
             self.stores.api_keys.create(record)
         except StoreUnavailable as exc:
             raise _unavailable(exc) from None
+        self.record("api_key.create", f"{record.id} {record.type}", actor)
         return record, text
 
     def list_api_keys(self, cursor: str | None, limit: int) -> tuple[list[ApiKey], str | None]:
@@ -386,7 +397,7 @@ class TokenService:
         except StoreUnavailable as exc:
             raise _unavailable(exc) from None
 
-    def delete_api_key(self, key_id: str, revoke_tokens: bool) -> None:
+    def delete_api_key(self, key_id: str, revoke_tokens: bool, actor: Actor = SYSTEM_ACTOR) -> None:
         """Revoke a key at once; with ``revoke_tokens`` every token it minted is refused too."""
         if key_id == BOOTSTRAP_ID:
             raise Conflict("The bootstrap key is configuration: unset TOKEN_SERVICE_ADMIN_KEY and restart to remove it.")
@@ -396,8 +407,9 @@ class TokenService:
             raise _unavailable(exc) from None
         if key is None:
             raise NotFound("No API key has this id.")
+        self.record("api_key.revoke", key_id, actor)
         if revoke_tokens:
-            self.revoke("client_id", key_id, "API key deleted with revoke_tokens")
+            self.revoke("client_id", key_id, "API key deleted with revoke_tokens", actor)
 
     def origin_allowed(self, origin: str) -> bool:
         """True when CORS may answer ``origin``: configured, or listed by a live public key."""

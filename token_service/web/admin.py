@@ -8,7 +8,9 @@ from typing import Any
 
 from flask import Blueprint, Response, g, jsonify, request
 
-from token_service.errors import InvalidRequest, ServiceError
+from token_service.audit import Actor
+from token_service.errors import InvalidRequest, ServiceError, TemporarilyUnavailable
+from token_service.stores.base import StoreUnavailable
 from token_service.web.hooks import loggable
 from token_service.web.parsing import auth_request, json_body, page_params
 from token_service.web.public import service
@@ -38,6 +40,11 @@ def _audit(response: Response) -> Response:
     return response
 
 
+def actor() -> Actor:
+    """The admin caller, for the audit trail."""
+    return Actor(g.principal.client_id, request.remote_addr)
+
+
 def _json(body: Any, status: int = 200) -> Response:
     response = jsonify(body)
     response.status_code = status
@@ -55,7 +62,7 @@ def create_revocation() -> Response:
     given = [name for name in _TARGETS if name in body]
     if len(given) != 1:
         raise InvalidRequest("Give exactly one of jti, token, sub, personaId, client_id or kid.")
-    entry = service().revoke(given[0], body[given[0]], body.get("reason"))
+    entry = service().revoke(given[0], body[given[0]], body.get("reason"), actor())
     return _json(entry.to_dict(), 201)
 
 
@@ -70,14 +77,14 @@ def list_revocations() -> Response:
 @bp.delete("/revocations/<revocation_id>")
 def lift_revocation(revocation_id: str) -> Response:
     """Lift a revocation made by mistake."""
-    service().lift_revocation(revocation_id)
+    service().lift_revocation(revocation_id, actor())
     return _empty()
 
 
 @bp.post("/api-keys")
 def create_api_key() -> Response:
     """Create a key; its text is in this answer only."""
-    record, text = service().create_api_key(json_body(_API_KEY_FIELDS))
+    record, text = service().create_api_key(json_body(_API_KEY_FIELDS), actor())
     return _json({**record.metadata(), "key": text}, 201)
 
 
@@ -95,7 +102,7 @@ def delete_api_key(key_id: str) -> Response:
     raw = request.args.get("revoke_tokens", "false").lower()
     if raw not in ("true", "false", "1", "0"):
         raise InvalidRequest("revoke_tokens must be true or false.")
-    service().delete_api_key(key_id, raw in ("true", "1"))
+    service().delete_api_key(key_id, raw in ("true", "1"), actor())
     return _empty()
 
 
@@ -106,9 +113,6 @@ def token_status() -> Response:
     token = body.get("token")
     if not isinstance(token, str) or not token:
         raise InvalidRequest("token is required.")
-    from token_service.errors import TemporarilyUnavailable
-    from token_service.stores.base import StoreUnavailable
-
     try:
         verdict = service().inspect(token)
     except StoreUnavailable:
