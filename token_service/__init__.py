@@ -10,33 +10,56 @@ from pathlib import Path
 
 from flask import Flask
 
-from token_service.audit import AuditSink
+from token_service.audit import AuditSink, AuditTrail, LogAuditSink
 from token_service.auth import AdapterContext, build_chain
 from token_service.clock import Clock, system_clock
 from token_service.config import ConfigError, Settings, load_settings
 from token_service.keys import KeyMaterialError, KeyRing, SigningKey
 from token_service.service import TokenService
+from token_service.signing import ManagedKeys, SigningKeys, StaticKeys
 from token_service.stores import Stores, StoreUnavailable, stores_from_url
 
 __all__ = ["create_app", "ConfigError", "Settings", "load_settings"]
 log = logging.getLogger("token_service")
 
 
-def load_ring(settings: Settings) -> KeyRing:
-    """The key ring: the mounted PEM key, or (embedded default only) a key generated now."""
-    if settings.signing_key_file:
+def mounted_key(settings: Settings) -> SigningKey | None:
+    """The key of TOKEN_SERVICE_SIGNING_KEY_FILE, or None when none is mounted; ConfigError when it is unusable."""
+    if not settings.signing_key_file:
+        return None
+    try:
+        pem = Path(settings.signing_key_file).read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"TOKEN_SERVICE_SIGNING_KEY_FILE: cannot read {settings.signing_key_file!r} ({exc.strerror})") from None
+    try:
+        return SigningKey.from_pem(pem, settings.signing_alg, settings.signing_key_passphrase)  # type: ignore[arg-type]
+    except KeyMaterialError as exc:
+        raise ConfigError(f"TOKEN_SERVICE_SIGNING_KEY_FILE: {exc}") from None
+
+
+def signing_keys(settings: Settings, stores: Stores, clock: Clock) -> SigningKeys:
+    """The ring's source: managed under the KEK (seeded by a mounted key when empty), else the mounted key,
+    else (embedded default only) a key generated now."""
+    mounted = mounted_key(settings)
+    if settings.key_encryption_key is not None:
         try:
-            pem = Path(settings.signing_key_file).read_bytes()
-        except OSError as exc:
-            raise ConfigError(f"TOKEN_SERVICE_SIGNING_KEY_FILE: cannot read {settings.signing_key_file!r} ({exc.strerror})") from None
-        try:
-            key = SigningKey.from_pem(pem, settings.signing_alg, settings.signing_key_passphrase)  # type: ignore[arg-type]
-        except KeyMaterialError as exc:
-            raise ConfigError(f"TOKEN_SERVICE_SIGNING_KEY_FILE: {exc}") from None
-        return KeyRing.single(key)
+            return ManagedKeys(
+                stores.signing_keys, settings.key_encryption_key, settings.signing_alg, clock,  # type: ignore[arg-type]
+                horizon=settings.revocation_horizon, activation_delay=settings.activation_delay,
+                rotation_period=settings.signing_key_rotation, seed=mounted,
+            )
+        except StoreUnavailable as exc:
+            raise ConfigError(f"TOKEN_SERVICE_REDIS_URL: cannot read the managed key ring at start-up ({exc})") from None
+        except RuntimeError as exc:
+            raise ConfigError(f"TOKEN_SERVICE_KEY_ENCRYPTION_KEY: {exc}") from None
+    if mounted is not None:
+        return StaticKeys(mounted, int(clock()))
     if not settings.embedded:
-        raise ConfigError("TOKEN_SERVICE_REDIS_URL is set but no signing key is: set TOKEN_SERVICE_SIGNING_KEY_FILE")
-    return KeyRing.single(SigningKey.generate(settings.signing_alg))  # type: ignore[arg-type]
+        raise ConfigError(
+            "TOKEN_SERVICE_REDIS_URL is set but no signing key is: set TOKEN_SERVICE_KEY_ENCRYPTION_KEY or TOKEN_SERVICE_SIGNING_KEY_FILE"
+        )
+    log.warning("no signing key configured: generated an ephemeral %s key; its tokens die with this process", settings.signing_alg)
+    return StaticKeys(SigningKey.generate(settings.signing_alg), int(clock()))  # type: ignore[arg-type]
 
 
 def _configure_logging(level: str) -> None:
@@ -55,10 +78,8 @@ def create_app(settings: Settings | None = None, *, clock: Clock = system_clock,
     if settings is None:
         settings = load_settings(os.environ)
     _configure_logging(settings.log_level)
-    # Nothing is logged until the wiring has succeeded: a ConfigError stops start-up with its one line only.
-    generated_key = ring is None and not settings.signing_key_file
-    if ring is None:
-        ring = load_ring(settings)
+    # A ConfigError stops start-up with its one line only: the mounted key is checked before anything is logged.
+    mounted_key(settings)
     if stores is None:
         try:
             stores = stores_from_url(
@@ -66,14 +87,16 @@ def create_app(settings: Settings | None = None, *, clock: Clock = system_clock,
             )
         except StoreUnavailable as exc:
             raise ConfigError(f"TOKEN_SERVICE_REDIS_URL: cannot reach the Redis cluster at start-up ({exc})") from None
-    chain = build_chain(settings.auth_adapters, AdapterContext(settings=settings, stores=stores, clock=clock))
+    audit = audit or LogAuditSink()
+    # The adapters audit what they see (keys exposed by browsers, first uses) through the service's sink.
+    context = AdapterContext(settings=settings, stores=stores, clock=clock, audit=AuditTrail(audit, clock).record)
+    chain = build_chain(settings.auth_adapters, context)
     if not stores.shared:
         log.warning(
             "running on embedded single-process stores (TOKEN_SERVICE_REDIS_URL is unset): one process only, nothing survives a restart"
         )
-    if generated_key:
-        log.warning("no signing key configured: generated an ephemeral %s key; its tokens die with this process", settings.signing_alg)
-    service = TokenService(settings, stores, ring, chain, clock, audit)
+    keys = StaticKeys(ring.signing, int(clock())) if ring is not None and ring.signing else signing_keys(settings, stores, clock)
+    service = TokenService(settings, stores, keys, chain, clock, audit)
 
     app = Flask(__name__)
     app.json.sort_keys = False  # type: ignore[attr-defined]

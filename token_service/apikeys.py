@@ -19,8 +19,7 @@ import zlib
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from token_service import sealing
 
 KeyKind = Literal["public", "secret", "admin"]
 PREFIX_OF: dict[KeyKind, str] = {"public": "pk", "secret": "sk", "admin": "ak"}
@@ -88,22 +87,13 @@ def digest_of(text: str) -> bytes:
 def seal(text: str, key_encryption_key: bytes, key_id: str) -> bytes:
     """A secret key's text encrypted under the key-encryption key (AES-256-GCM, the key id as
     associated data, so a sealed text cannot be moved to another key's record)."""
-    nonce = secrets.token_bytes(12)
-    return nonce + AESGCM(_aes_key(key_encryption_key)).encrypt(nonce, text.encode("ascii"), key_id.encode("ascii"))
+    return sealing.seal(text.encode("ascii"), key_encryption_key, "api-key", key_id)
 
 
 def unseal(sealed: bytes, key_encryption_key: bytes, key_id: str) -> str | None:
     """The text of a sealed key, or None when it does not decrypt (another KEK, or tampered)."""
-    try:
-        plain = AESGCM(_aes_key(key_encryption_key)).decrypt(sealed[:12], sealed[12:], key_id.encode("ascii"))
-    except (InvalidTag, ValueError):
-        return None
-    return plain.decode("ascii")
-
-
-def _aes_key(key_encryption_key: bytes) -> bytes:
-    # The KEK may be longer than 32 bytes; derive the AES key so that every byte of it counts.
-    return hashlib.sha256(b"token-service api-key seal v1\0" + key_encryption_key).digest()
+    plain = sealing.unseal(sealed, key_encryption_key, "api-key", key_id)
+    return None if plain is None else plain.decode("ascii")
 
 
 def digests_match(a: bytes, b: bytes) -> bool:

@@ -60,6 +60,8 @@ class Settings:
     signing_alg: str = "ES256"
     signing_key_file: str | None = None
     signing_key_passphrase: str | None = field(default=None, repr=False)
+    signing_key_rotation: int | None = 90 * 86400
+    signing_key_activation_delay: int | None = None
     key_encryption_key: bytes | None = field(default=None, repr=False)
     max_ttl: int = 900
     clock_skew: int = 30
@@ -108,6 +110,11 @@ class Settings:
     def embedded(self) -> bool:
         """True when the service runs on its embedded single-process stores."""
         return self.redis_url is None
+
+    @property
+    def activation_delay(self) -> int:
+        """Seconds between staging a key and its signing: the setting, or twice the JWKS max-age."""
+        return self.signing_key_activation_delay if self.signing_key_activation_delay is not None else 2 * self.jwks_max_age
 
     @property
     def revocation_horizon(self) -> int:
@@ -444,7 +451,22 @@ def _adapter_options(name: str, text: str) -> dict[str, dict[str, Any]]:
     return document
 
 
+def _rotation(name: str, text: str) -> int | None:
+    value = text.strip().lower()
+    presets = {"low": 90, "medium": 30, "high": 7}
+    if value == "off":
+        return None
+    if value in presets:
+        return presets[value] * 86400
+    match = re.fullmatch(r"([0-9]{1,4})d", value)
+    if match and 1 <= int(match.group(1)) <= 3650:
+        return int(match.group(1)) * 86400
+    raise ConfigError(f"{PREFIX}{name.upper()} must be off, low (90 days), medium (30), high (7) or a number of days like 45d")
+
+
 _PARSERS: dict[str, Any] = {
+    "signing_key_rotation": _rotation,
+    "signing_key_activation_delay": lambda n, t: _int(n, t, 0, 30 * 86400),
     "subject_pepper": _pepper,
     "oidc_issuer": _optional_url,
     "oidc_audience": _optional_text,
@@ -499,7 +521,13 @@ def _check_together(settings: Settings) -> None:
         unknown = [s for s in values if s not in settings.scopes]
         if unknown:
             raise ConfigError(f"{PREFIX}{label}: {unknown[0]!r} is not in {PREFIX}SCOPES")
-    if settings.redis_url and not settings.signing_key_file:
+    if settings.redis_url and not settings.signing_key_file and settings.key_encryption_key is None:
         raise ConfigError(
-            f"{PREFIX}REDIS_URL is set but no signing key is: set {PREFIX}SIGNING_KEY_FILE so that every instance signs with the same key"
+            f"{PREFIX}REDIS_URL is set but no signing key is: set {PREFIX}KEY_ENCRYPTION_KEY (a managed, rotating ring) "
+            f"or {PREFIX}SIGNING_KEY_FILE (one static key) so that every instance signs with the same keys"
+        )
+    if settings.signing_key_activation_delay is not None and settings.signing_key_activation_delay < settings.jwks_max_age:
+        raise ConfigError(
+            f"{PREFIX}SIGNING_KEY_ACTIVATION_DELAY must be at least {PREFIX}JWKS_MAX_AGE ({settings.jwks_max_age}): "
+            "a new key must not sign before every cached JWKS has been refreshed"
         )

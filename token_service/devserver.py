@@ -163,9 +163,9 @@ def check_config(environ: Mapping[str, str]) -> int:
     try:
         settings = load_settings(environ)
         if settings.signing_key_file:
-            from token_service import load_ring
+            from token_service import mounted_key
 
-            load_ring(settings)
+            mounted_key(settings)
     except ConfigError as exc:
         print(f"token-service: {exc}", file=sys.stderr)
         return EXIT_CONFIG

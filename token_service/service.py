@@ -7,10 +7,11 @@ without revocation having been checked (fail closed).
 
 from __future__ import annotations
 
+import hmac
 import secrets
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from token_service.apikeys import (
@@ -19,11 +20,13 @@ from token_service.apikeys import (
     ApiKey,
     KeyKind,
     digest_of,
+    digests_match,
     generate_key_text,
     new_key_id,
+    parse_key_text,
     seal,
 )
-from token_service.audit import SYSTEM_ACTOR, Actor, AuditEvent, AuditSink, LogAuditSink
+from token_service.audit import SYSTEM_ACTOR, Actor, AuditSink, AuditTrail, LogAuditSink
 from token_service.auth import AuthChain, AuthenticationFailed, AuthRequest, AuthUnavailable, Principal
 from token_service.claims import AccessClaims, valid_client_id, valid_jti, valid_persona_id, valid_sub
 from token_service.clock import Clock
@@ -36,11 +39,13 @@ from token_service.errors import (
     InvalidScope,
     InvalidToken,
     NotFound,
+    RateLimited,
     TemporarilyUnavailable,
     Unauthorized,
 )
-from token_service.keys import KeyRing
+from token_service.keys import KeyRing, SigningKey
 from token_service.revocation import (
+    Marker,
     Revocation,
     RevocationType,
     covers,
@@ -50,11 +55,21 @@ from token_service.revocation import (
     new_revocation_id,
     targets_of,
 )
+from token_service.signing import SigningKeys
 from token_service.stores.base import Stores, StoreUnavailable
 from token_service.tokens import Reason, TokenCodec, Verdict
 
 MAX_PAGE = 100
 DEFAULT_PAGE = 50
+DEFAULT_GRACE = 86400
+"""Seconds an API key keeps working after its rotation when the request names no grace_seconds."""
+MAX_GRACE = 30 * 86400
+MAX_REPORTED_KEYS = 100
+REPORT_LIMIT = 10
+"""Exposure reports a client address may make per REPORT_WINDOW seconds (API.md)."""
+REPORT_WINDOW = 60
+REPORTER = "report"
+"""The audit actor of a key revoked because someone reported it exposed."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,20 +88,26 @@ def _unavailable(exc: StoreUnavailable) -> TemporarilyUnavailable:
 class TokenService:
     """The service's use cases over the key ring, the codec, the stores and the auth chain."""
 
-    def __init__(self, settings: Settings, stores: Stores, ring: KeyRing, chain: AuthChain, clock: Clock,
+    def __init__(self, settings: Settings, stores: Stores, keys: SigningKeys, chain: AuthChain, clock: Clock,
                  audit: AuditSink | None = None):
         self.settings = settings
         self.audit = audit or LogAuditSink()
+        self.trail = AuditTrail(self.audit, clock)
+        self._bootstrap_digest = digest_of(settings.admin_key) if settings.admin_key else None
         self.stores = stores
-        self.ring = ring
+        self.keys = keys
         self.chain = chain
         self.clock = clock
         self.codec = TokenCodec(settings.issuer, settings.audience, settings.clock_skew)
 
+    @property
+    def ring(self) -> KeyRing:
+        """The key ring at this moment."""
+        return self.keys.ring()
+
     def record(self, action: str, target: str | None, actor: Actor = SYSTEM_ACTOR, outcome: str = "ok") -> None:
         """Write one audit record (never a secret: ``target`` is an id)."""
-        self.audit.record(AuditEvent(at=int(self.clock()), actor=actor.id, address=actor.address, action=action,
-                                     target=target, outcome=outcome))
+        self.trail.record(action, target, actor, outcome)
 
     # -- authentication -------------------------------------------------------------------------
 
@@ -148,29 +169,49 @@ class TokenService:
         if refused:
             raise AccessDenied(f"This credential may not grant the scope {refused[0]}.")
         subject = sub or principal.subject or f"anon:{secrets.token_urlsafe(16)}"
-        key = self.ring.signing
-        if key is None:
-            raise TemporarilyUnavailable("No signing key is available.")
-        try:
-            markers = self.stores.revocations.lookup((*mint_targets(subject, persona_id, principal.client_id), ("kid", key.kid)))
-        except StoreUnavailable as exc:
-            raise _unavailable(exc) from None
-        if markers[-1] is not None:
-            raise TemporarilyUnavailable(
-                "The signing key has been revoked; replace TOKEN_SERVICE_SIGNING_KEY_FILE and restart the instances."
-            )
-        iat = issue_time_after(int(self.clock()), markers[:-1])
+        key, markers = self._signer_and_watermarks(subject, persona_id, principal.client_id)
+        iat = issue_time_after(int(self.clock()), markers)
         claims = AccessClaims(
             iss=self.settings.issuer, aud=self.settings.audience, sub=subject, persona_id=persona_id, scopes=requested,
             iat=iat, nbf=iat, exp=iat + lifetime, jti=str(uuid.uuid4()), client_id=principal.client_id,
         )
         return Minted(token=self.codec.encode(claims, key), claims=claims, ttl=lifetime)
 
+    def _signer_and_watermarks(self, subject: str, persona_id: str, client_id: str) -> tuple[SigningKey, list[Marker | None]]:
+        """The signing key and the new token's watermarks, in one store round trip; when another instance
+        has revoked the signer, the ring is re-read once (a managed ring has promoted a successor)."""
+        ring = self.ring
+        for attempt in range(2):
+            key = ring.signing
+            if key is None:
+                raise TemporarilyUnavailable("No signing key is available.")
+            try:
+                markers = self.stores.revocations.lookup((*mint_targets(subject, persona_id, client_id), ("kid", key.kid)))
+            except StoreUnavailable as exc:
+                raise _unavailable(exc) from None
+            if markers[-1] is None:
+                return key, markers[:-1]
+            if attempt == 0 and self.keys.managed:
+                ring = self.keys.refresh()
+        if self.keys.managed:
+            raise TemporarilyUnavailable("The signing key has been revoked and no successor is available yet; retry shortly.")
+        raise TemporarilyUnavailable(
+            "The signing key has been revoked; replace TOKEN_SERVICE_SIGNING_KEY_FILE and restart the instances."
+        )
+
     # -- verification ---------------------------------------------------------------------------
+
+    def _inspect_signature(self, token: str) -> Verdict:
+        """The codec's verdict; a kid this instance does not know yet re-reads a managed ring once (a key
+        promoted on another instance after a compromise signs at once)."""
+        verdict = self.codec.inspect(token, self.ring, self.clock())
+        if self.keys.managed and verdict.reasons and verdict.reasons[0].code == "unknown_key":
+            verdict = self.codec.inspect(token, self.keys.refresh(), self.clock())
+        return verdict
 
     def inspect(self, token: str) -> Verdict:
         """The full verdict on a token, revocation entries included (for operators); raises StoreUnavailable."""
-        verdict = self.codec.inspect(token, self.ring, self.clock())
+        verdict = self._inspect_signature(token)
         kid = (verdict.header or {}).get("kid")
         if not isinstance(kid, str) or self.ring.get(kid) is None:
             return verdict  # malformed or unknown key: there is nothing to look up
@@ -187,7 +228,7 @@ class TokenService:
 
     def verify(self, token: str) -> AccessClaims:
         """The claims of a token that is valid and not revoked; InvalidToken or TemporarilyUnavailable otherwise."""
-        verdict = self.codec.inspect(token, self.ring, self.clock())
+        verdict = self._inspect_signature(token)
         if verdict.reasons or verdict.claims is None:
             raise self._invalid(verdict.reasons[0].detail)
         claims = verdict.claims
@@ -286,7 +327,47 @@ class TokenService:
         )
         self._store_revocation(entry)
         self.record("revocation.create", f"{entry.id} {entry.type}", actor)
+        if kind == "kid":
+            self._take_key_out_of_service(value, actor)
         return entry
+
+    def _take_key_out_of_service(self, kid: str, actor: Actor) -> None:
+        before = self.keys.ring().signing_kid
+        try:
+            self.keys.revoke(kid)
+        except StoreUnavailable as exc:
+            raise _unavailable(exc) from None
+        after = self.keys.ring().signing_kid
+        self.record("signing_key.revoke", kid, actor)
+        if after is not None and after != before:
+            self.record("signing_key.stage", f"{after} current", actor)
+
+    def signing_keys(self) -> list[dict[str, object]]:
+        """The ring for the operator: every key with its status and times."""
+        revoked = self.revoked_kids()
+        entries = []
+        for state in self.keys.states():
+            entry = state.to_dict()
+            if state.times.kid in revoked:
+                entry["status"] = "revoked"
+            entries.append(entry)
+        return entries
+
+    def rotate_signing_key(self, actor: Actor = SYSTEM_ACTOR) -> dict[str, object]:
+        """Stage a new signing key (status next); it signs once every verifier could have seen it."""
+        try:
+            state = self.keys.rotate()
+        except StoreUnavailable as exc:
+            raise _unavailable(exc) from None
+        self.record("signing_key.rotate", state.times.kid, actor)
+        return state.to_dict()
+
+    def jwks_max_age(self) -> int:
+        """The JWKS max-age now: shortened as a stage change of the ring approaches."""
+        try:
+            return self.keys.max_age(self.settings.jwks_max_age)
+        except StoreUnavailable as exc:
+            raise _unavailable(exc) from None
 
     def _store_revocation(self, entry: Revocation) -> None:
         try:
@@ -372,20 +453,29 @@ class TokenService:
         expires_at = body.get("expires_at")
         if expires_at is not None and (not isinstance(expires_at, int) or isinstance(expires_at, bool) or expires_at <= now):
             raise InvalidRequest("expires_at must be a future Unix time in seconds, or null.")
-        key_id = new_key_id()
-        text = generate_key_text(key_kind, key_id)
-        kek = self.settings.key_encryption_key
-        record = ApiKey(
-            id=key_id, type=key_kind, name=name, personas=tuple(dict.fromkeys(personas or ())),
+        template = ApiKey(
+            id="", type=key_kind, name=name, personas=tuple(dict.fromkeys(personas or ())),
             scopes=tuple(dict.fromkeys(scopes or ())), origins=tuple(dict.fromkeys(origins or ())),
-            permissions=tuple(dict.fromkeys(permissions or ())), created_at=now, expires_at=expires_at,
-            digest=digest_of(text), sealed=seal(text, kek, key_id) if kek is not None and key_kind == "secret" else None,
+            permissions=tuple(dict.fromkeys(permissions or ())), created_at=now, expires_at=expires_at, digest=b"",
         )
         try:
-            self.stores.api_keys.create(record)
+            record, text = self._store_new_key(template)
         except StoreUnavailable as exc:
             raise _unavailable(exc) from None
         self.record("api_key.create", f"{record.id} {record.type}", actor)
+        return record, text
+
+    def _store_new_key(self, template: ApiKey) -> tuple[ApiKey, str]:
+        """Store a new key with ``template``'s settings under a fresh id and text (sealed under the KEK when
+        one is configured and the key is a secret key); its record and text. Raises StoreUnavailable."""
+        key_id = new_key_id()
+        text = generate_key_text(template.type, key_id)
+        kek = self.settings.key_encryption_key
+        record = replace(
+            template, id=key_id, digest=digest_of(text), revoked_at=None, last_used_at=None,
+            sealed=seal(text, kek, key_id) if kek is not None and template.type == "secret" else None,
+        )
+        self.stores.api_keys.create(record)
         return record, text
 
     def list_api_keys(self, cursor: str | None, limit: int) -> tuple[list[ApiKey], str | None]:
@@ -410,6 +500,69 @@ class TokenService:
         self.record("api_key.revoke", key_id, actor)
         if revoke_tokens:
             self.revoke("client_id", key_id, "API key deleted with revoke_tokens", actor)
+
+    def rotate_api_key(self, key_id: str, body: dict[str, Any], actor: Actor = SYSTEM_ACTOR) -> tuple[ApiKey, str]:
+        """A new key with the old one's settings (``rotated_from`` it); the old one expires after the grace
+        period (never later than it already would). Its record and text (shown once)."""
+        grace = body.get("grace_seconds", DEFAULT_GRACE)
+        if not isinstance(grace, int) or isinstance(grace, bool) or not 0 <= grace <= MAX_GRACE:
+            raise InvalidRequest(f"grace_seconds must be a whole number of seconds from 0 to {MAX_GRACE} (30 days).")
+        if key_id == BOOTSTRAP_ID:
+            raise Conflict("The bootstrap key is configuration: set a new TOKEN_SERVICE_ADMIN_KEY and restart to change it.")
+        now = self.clock()
+        try:
+            old = self.stores.api_keys.get(key_id)
+            if old is None:
+                raise NotFound("No API key has this id.")
+            if not old.usable(now):
+                raise Conflict("This key is revoked or expired: create a new key instead of rotating it.")
+            template = replace(old, created_at=int(now), rotated_from=old.id)
+            record, text = self._store_new_key(template)
+            self.stores.api_keys.set_expiry(old.id, int(now) + grace)
+        except StoreUnavailable as exc:
+            raise _unavailable(exc) from None
+        self.record("api_key.rotate", f"{old.id} -> {record.id}", actor)
+        return record, text
+
+    def check_report_rate(self, address: str | None) -> None:
+        """RateLimited (429 with Retry-After) past REPORT_LIMIT exposure reports a window from one address."""
+        try:
+            allowed, retry_after = self.stores.rate_limits.hit(f"exposed:{address or '-'}", REPORT_WINDOW, REPORT_LIMIT)
+        except StoreUnavailable as exc:
+            raise _unavailable(exc) from None
+        if not allowed:
+            raise RateLimited(f"At most {REPORT_LIMIT} reports a minute from one address; retry later.",
+                              headers={"Retry-After": str(retry_after)})
+
+    def report_exposed(self, keys: Any, address: str | None) -> int:
+        """Revoke every live secret or admin key whose full text is listed; the number revoked.
+
+        Public keys are meant to be seen (ignored). The bootstrap key is configuration: not revoked, but the
+        report is audited. Texts that are malformed or match nothing are ignored without a word, so the
+        answer never tells which keys exist. Tokens the revoked keys minted stay valid (API.md)."""
+        if (not isinstance(keys, list) or not 1 <= len(keys) <= MAX_REPORTED_KEYS
+                or not all(isinstance(text, str) for text in keys)):
+            raise InvalidRequest(f"keys must be a list of 1 to {MAX_REPORTED_KEYS} key texts.")
+        reporter = Actor(REPORTER, address)
+        now = self.clock()
+        revoked = 0
+        try:
+            for text in dict.fromkeys(keys):  # a key listed twice counts once
+                if self._bootstrap_digest is not None and hmac.compare_digest(digest_of(text), self._bootstrap_digest):
+                    self.record("api_key.exposed", BOOTSTRAP_ID, reporter, "bootstrap-not-revocable")
+                    continue
+                parsed = parse_key_text(text)
+                if parsed is None or parsed.kind == "public":
+                    continue
+                key = self.stores.api_keys.get(parsed.key_id)
+                if key is None or key.type != parsed.kind or not digests_match(key.digest, parsed.digest) or not key.usable(now):
+                    continue
+                self.stores.api_keys.revoke(key.id, int(now))
+                self.record("api_key.exposed", key.id, reporter, "revoked")
+                revoked += 1
+        except StoreUnavailable as exc:
+            raise _unavailable(exc) from None
+        return revoked
 
     def origin_allowed(self, origin: str) -> bool:
         """True when CORS may answer ``origin``: configured, or listed by a live public key."""

@@ -27,7 +27,8 @@ def test_admin_lifecycle_events_are_audited_with_their_actor(settings, clock):
     assert actions.admin("DELETE", f"/v1/admin/revocations/{revocation['id']}").status_code == 204
     assert actions.admin("DELETE", f"/v1/admin/api-keys/{created['id']}?revoke_tokens=true").status_code == 204
     assert [(e.action, e.actor) for e in sink.events] == [
-        ("api_key.create", "bootstrap"), ("revocation.create", "bootstrap"), ("revocation.lift", "bootstrap"),
+        ("api_key.create", "bootstrap"), ("api_key.first_use", created["id"]), ("revocation.create", "bootstrap"),
+        ("revocation.lift", "bootstrap"),
         ("api_key.revoke", "bootstrap"), ("revocation.create", "bootstrap"),
     ]
     assert sink.events[0].target == f"{created['id']} secret" and sink.events[0].address == "127.0.0.1"

@@ -36,6 +36,7 @@ from tests.conftest import (
 )
 from tests.e2e.servers import Instance
 from token_service import ConfigError, Settings, create_app, load_settings
+from token_service.keys import KeyRing, SigningKey
 from token_service.stores import stores_from_url
 
 PAYLOAD = {"personaId": "support-bot", "sub": "user-42"}
@@ -397,11 +398,21 @@ def test_a_secret_key_created_before_the_kek_cannot_sign(backend, settings, hmac
     assert Signer(after, clock).mint(fresh).status_code == 200
 
 
+def test_a_managed_ring_under_another_kek_stops_start_up_with_one_line(backend, hmac_settings, clock):
+    shared = stores_from_url(None, clock) if backend == "memory" else None
+    create_app(hmac_settings, clock=clock, stores=shared)
+    with pytest.raises(ConfigError) as caught:
+        create_app(with_settings(hmac_settings, key_encryption_key=secrets.token_bytes(32)), clock=clock, stores=shared)
+    assert "KEY_ENCRYPTION_KEY" in str(caught.value) and "\n" not in str(caught.value)
+
+
 def test_a_key_sealed_under_another_kek_cannot_sign(backend, hmac_settings, clock, caplog):
     shared = stores_from_url(None, clock) if backend == "memory" else None
     first = create_app(hmac_settings, clock=clock, stores=shared).test_client()
     key = Actions(first).create_key("secret")
-    second = create_app(with_settings(hmac_settings, key_encryption_key=secrets.token_bytes(32)), clock=clock, stores=shared)
+    # the second app's ring is given (a managed ring would refuse to start under another KEK: see below)
+    ring = KeyRing.single(SigningKey.generate("ES256"))
+    second = create_app(with_settings(hmac_settings, key_encryption_key=secrets.token_bytes(32)), clock=clock, stores=shared, ring=ring)
     logger = logging.getLogger("token_service")
     logger.addHandler(caplog.handler)
     try:

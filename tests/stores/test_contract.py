@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -176,6 +177,113 @@ class TestApiKeyStore:
     def test_secret_keys_add_no_origins(self, stores: Stores, clock: FakeClock) -> None:
         stores.api_keys.create(api_key(clock, "secret", origins=("https://x.example",)))
         assert not stores.api_keys.origin_known("https://x.example", clock())
+
+    def test_touch_says_which_use_is_the_first(self, stores: Stores, clock: FakeClock) -> None:
+        key = api_key(clock)
+        stores.api_keys.create(key)
+        assert stores.api_keys.touch(key.id, 100) is True
+        assert stores.api_keys.touch(key.id, 200) is False
+        found = stores.api_keys.get(key.id)
+        assert found is not None and found.last_used_at == 200
+        assert stores.api_keys.touch("nosuchkey0000000", 1) is False
+
+    def test_set_expiry_brings_the_expiry_forward_and_never_later(self, stores: Stores, clock: FakeClock) -> None:
+        now = int(clock())
+        key = api_key(clock)
+        stores.api_keys.create(key)
+        moved = stores.api_keys.set_expiry(key.id, now + 600)
+        assert moved is not None and moved.expires_at == now + 600
+        assert moved == stores.api_keys.get(key.id)
+        kept = stores.api_keys.set_expiry(key.id, now + 900)  # later: not extended
+        assert kept is not None and kept.expires_at == now + 600
+        earlier = stores.api_keys.set_expiry(key.id, now + 60)
+        assert earlier is not None and earlier.expires_at == now + 60
+        assert stores.api_keys.set_expiry("nosuchkey0000000", now) is None
+        assert stores.api_keys.get("nosuchkey0000000") is None
+
+    def test_set_expiry_keeps_the_rest_of_the_record(self, stores: Stores, clock: FakeClock) -> None:
+        key = api_key(clock, "public", expires_at=int(clock()) + 3600, rotated_from="0123456789abcdef")
+        stores.api_keys.create(key)
+        stores.api_keys.touch(key.id, 5)
+        moved = stores.api_keys.set_expiry(key.id, int(clock()) + 10)
+        assert moved == replace(key, expires_at=int(clock()) + 10, last_used_at=5)
+
+    def test_set_expiry_moves_the_origins_of_a_public_key(self, stores: Stores, clock: FakeClock, backend: str,
+                                                          request: pytest.FixtureRequest) -> None:
+        key = api_key(clock, "public", origins=("https://rotating.example",))
+        stores.api_keys.create(key)
+        stores.api_keys.set_expiry(key.id, int(clock()) + 60)
+        assert stores.api_keys.origin_known("https://rotating.example", clock())
+        clock.advance(59)
+        assert stores.api_keys.origin_known("https://rotating.example", clock())
+        clock.advance(1)
+        assert not stores.api_keys.origin_known("https://rotating.example", clock())
+        if backend == "redis":
+            client = redis.Redis.from_url(request.getfixturevalue("redis_url"))
+            assert client.zscore("{ts}:key:origin:https://rotating.example", key.id) == int(clock())
+            client.close()
+
+    def test_set_expiry_now_stops_a_public_keys_origins_at_once(self, stores: Stores, clock: FakeClock) -> None:
+        key = api_key(clock, "public", origins=("https://now.example",))
+        stores.api_keys.create(key)
+        stores.api_keys.set_expiry(key.id, int(clock()))
+        assert not stores.api_keys.origin_known("https://now.example", clock())
+
+    def test_set_expiry_does_not_bring_back_a_revoked_keys_origins(self, stores: Stores, clock: FakeClock) -> None:
+        key = api_key(clock, "public", origins=("https://revoked.example",))
+        stores.api_keys.create(key)
+        stores.api_keys.revoke(key.id, int(clock()))
+        moved = stores.api_keys.set_expiry(key.id, int(clock()) + 600)
+        assert moved is not None and moved.revoked_at == int(clock()) and moved.expires_at == int(clock()) + 600
+        assert not stores.api_keys.origin_known("https://revoked.example", clock())
+
+
+class TestRateLimitStore:
+    def test_allows_up_to_the_limit_then_refuses_until_the_window_ends(self, stores: Stores) -> None:
+        clock = FakeClock(start=6000.0 + 15.5)  # 15.5 s into a 60-second window
+        limits = _rebuilt(stores, clock).rate_limits
+        for _ in range(10):
+            allowed, retry_after = limits.hit("exposed:10.0.0.1", 60, 10)
+            assert allowed and retry_after == 45
+        assert limits.hit("exposed:10.0.0.1", 60, 10) == (False, 45)
+        clock.advance(44)
+        assert limits.hit("exposed:10.0.0.1", 60, 10) == (False, 1)
+        clock.advance(0.5)  # the next window
+        assert limits.hit("exposed:10.0.0.1", 60, 10) == (True, 60)
+
+    def test_names_and_windows_are_counted_apart(self, stores: Stores, clock: FakeClock) -> None:
+        limits = stores.rate_limits
+        assert limits.hit("a", 60, 1)[0]
+        assert not limits.hit("a", 60, 1)[0]
+        assert limits.hit("b", 60, 1)[0]
+        assert limits.hit("a", 3600, 1)[0]
+
+    def test_retry_after_is_at_least_one_second(self, stores: Stores) -> None:
+        clock = FakeClock(start=6059.9)
+        limits = _rebuilt(stores, clock).rate_limits
+        assert limits.hit("edge", 60, 0) == (False, 1)
+
+
+def _rebuilt(stores: Stores, clock: FakeClock) -> Stores:
+    """Stores of the same backend on another clock (the Redis ones share the fixture's server)."""
+    client = getattr(stores, "client", None)
+    if client is None:
+        return stores_from_url(None, clock)
+    from token_service.stores.redis import RedisStores
+
+    return RedisStores(client, clock)
+
+
+def test_redis_rate_counters_are_forgotten_after_their_window(redis_url: str) -> None:
+    """Redis layout: a counter expires once its window is over (in real time), so the store stays bounded."""
+    stores = stores_from_url(redis_url, FakeClock())
+    stores.rate_limits.hit("exposed:10.0.0.9", 1, 5)
+    client = redis.Redis.from_url(redis_url)
+    [name] = list(client.scan_iter("{ts}:rate:*"))
+    assert 0 < client.pttl(name) <= 2000
+    time.sleep(2.1)
+    assert client.exists(name) == 0
+    client.close()
 
 
 def test_unreachable_redis_raises_store_unavailable(clock: FakeClock) -> None:

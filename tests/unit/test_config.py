@@ -517,6 +517,7 @@ def test_every_setting_has_a_parser() -> None:
         "oidc_group_grants": (), "adapter_options": {}, "oidc_scopes": None, "session_scopes": None,
         "oidc_issuer": None, "oidc_audience": None, "oidc_jwks_url": None, "session_url": None,
         "oidc_groups_claim": None, "session_personas_field": None, "session_scopes_field": None,
+        "signing_key_rotation": None, "signing_key_activation_delay": None,
     }
     for field_name in Settings.__dataclass_fields__:
         if field_name in samples:
@@ -531,3 +532,19 @@ def test_every_setting_has_a_parser() -> None:
         if field_name == "default_scopes":
             continue  # checked together with scopes above
         assert getattr(load_settings({f"TOKEN_SERVICE_{field_name.upper()}": raw}), field_name) == default, field_name
+
+
+def test_signing_key_rotation_presets() -> None:
+    assert load_settings(env()).signing_key_rotation == 90 * 86400
+    assert load_settings(env(SIGNING_KEY_ROTATION="medium")).signing_key_rotation == 30 * 86400
+    assert load_settings(env(SIGNING_KEY_ROTATION="high")).signing_key_rotation == 7 * 86400
+    assert load_settings(env(SIGNING_KEY_ROTATION="45d")).signing_key_rotation == 45 * 86400
+    assert load_settings(env(SIGNING_KEY_ROTATION="off")).signing_key_rotation is None
+    for bad in ("weekly", "0d", "12h", ""):
+        assert "TOKEN_SERVICE_SIGNING_KEY_ROTATION" in config_error(env(SIGNING_KEY_ROTATION=bad))
+
+
+def test_activation_delay_defaults_to_twice_the_jwks_max_age_and_is_never_shorter_than_it() -> None:
+    assert load_settings(env()).activation_delay == 600
+    assert load_settings(env(JWKS_MAX_AGE="100", SIGNING_KEY_ACTIVATION_DELAY="100")).activation_delay == 100
+    assert "SIGNING_KEY_ACTIVATION_DELAY" in config_error(env(JWKS_MAX_AGE="300", SIGNING_KEY_ACTIVATION_DELAY="299"))

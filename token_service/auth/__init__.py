@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from typing import Any
 
+from token_service.audit import AuditRecorder
 from token_service.auth.base import AuthAdapter, AuthenticationFailed, AuthRequest, AuthUnavailable, Principal
 from token_service.clock import Clock
 from token_service.config import ConfigError, Settings
@@ -29,6 +30,8 @@ class AdapterContext:
     clock: Clock
     options: dict[str, Any] = field(default_factory=dict)
     """The adapter's own options: the ``[adapters.<name>]`` table of the TOML file (custom adapters)."""
+    audit: AuditRecorder | None = None
+    """The service's audit trail, for events an adapter sees: a key exposed by a browser, a key's first use."""
 
 
 AdapterFactory = Callable[[AdapterContext], AuthAdapter]
@@ -46,7 +49,8 @@ def _api_key(context: AdapterContext) -> AuthAdapter:
     from token_service.auth.api_key import ApiKeyAdapter
 
     return ApiKeyAdapter(
-        context.stores.api_keys, context.clock, context.settings.admin_key, context.settings.revoke_keys_from_browsers
+        context.stores.api_keys, context.clock, context.settings.admin_key, context.settings.revoke_keys_from_browsers,
+        audit=context.audit,
     )
 
 
@@ -141,7 +145,7 @@ def build_chain(names: Sequence[str], context: AdapterContext) -> AuthChain:
         table = context.settings.adapter_options
         options = dict(table.get(name) or (table.get(own_name, {}) if isinstance(own_name, str) else {}))
         try:
-            adapter = factory(AdapterContext(context.settings, context.stores, context.clock, options))
+            adapter = factory(AdapterContext(context.settings, context.stores, context.clock, options, context.audit))
         except ConfigError:
             raise
         except (TypeError, ValueError, KeyError) as exc:

@@ -20,8 +20,9 @@ import logging
 import re
 
 from token_service.apikeys import KEY_ID_RE, ApiKey, digests_match, parse_key_text, unseal
+from token_service.audit import AuditRecorder
 from token_service.auth import AdapterContext
-from token_service.auth.api_key import principal_of, record_use
+from token_service.auth.api_key import principal_of, record_use, treat_as_exposed
 from token_service.auth.base import AuthenticationFailed, AuthRequest, Principal
 from token_service.clock import Clock
 from token_service.config import ConfigError
@@ -50,13 +51,14 @@ class HmacAdapter:
     name = "hmac"
 
     def __init__(self, keys: ApiKeyStore, replays: ReplayCache, clock: Clock, key_encryption_key: bytes,
-                 window: int = 300, revoke_from_browsers: bool = True):
+                 window: int = 300, revoke_from_browsers: bool = True, audit: AuditRecorder | None = None):
         self._keys = keys
         self._replays = replays
         self._clock = clock
         self._kek = key_encryption_key
         self._window = window
         self._revoke_from_browsers = revoke_from_browsers
+        self._audit = audit
 
     @classmethod
     def from_context(cls, context: AdapterContext) -> HmacAdapter:
@@ -69,7 +71,7 @@ class HmacAdapter:
                 "signed requests are checked against secret keys kept encrypted under it"
             )
         return cls(context.stores.api_keys, context.stores.replays, context.clock, settings.key_encryption_key,
-                   settings.signature_window, settings.revoke_keys_from_browsers)
+                   settings.signature_window, settings.revoke_keys_from_browsers, context.audit)
 
     @property
     def replay_ttl(self) -> int:
@@ -109,10 +111,9 @@ class HmacAdapter:
         if request.from_browser_engine:
             # The key signs in a browser, so the browser holds it: refuse, and by default revoke it.
             # Checked after the replay cache: replaying an observed request with Origin added cannot revoke a key.
-            if self._revoke_from_browsers:
-                self._keys.revoke(key.id, int(now))
+            treat_as_exposed(self._keys, key, now, self._revoke_from_browsers, self._audit, request.remote_addr)
             raise AuthenticationFailed("Secret keys must never be used from a browser.")
-        record_use(self._keys, key, now)
+        record_use(self._keys, key, now, self._audit, request.remote_addr)
         return principal_of(key)
 
     def _key_text(self, key: ApiKey) -> str:

@@ -7,10 +7,12 @@ callers fail closed on it.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from token_service.apikeys import ApiKey
 from token_service.revocation import Marker, Revocation, Target
+from token_service.ring import KeyTimes
 
 
 class StoreUnavailable(Exception):
@@ -60,8 +62,13 @@ class ApiKeyStore(Protocol):
         Revoking a revoked key keeps its first ``revoked_at``.
         """
 
-    def touch(self, key_id: str, at: int) -> None:
-        """Record that the key was used at ``at``."""
+    def touch(self, key_id: str, at: int) -> bool:
+        """Record that the key was used at ``at``; True when this is its first recorded use (it had no
+        ``last_used_at``: decided atomically, so one caller only sees it), False otherwise or when unknown."""
+
+    def set_expiry(self, key_id: str, expires_at: int) -> ApiKey | None:
+        """Bring the key's ``expires_at`` forward to ``expires_at``, never later than an earlier one it has
+        (a key is never extended), its public origins with it (atomic); the updated record, None if unknown."""
 
     def origin_known(self, origin: str, now: float) -> bool:
         """True when a public key neither revoked nor expired at ``now`` lists ``origin`` (for CORS preflights)."""
@@ -74,12 +81,47 @@ class ReplayCache(Protocol):
         """Record ``fingerprint`` for ``ttl`` seconds; True when it was not already recorded (atomic)."""
 
 
+@dataclass(frozen=True, slots=True)
+class StoredSigningKey:
+    """A managed signing key as the store keeps it: its times and its private key sealed under the KEK."""
+
+    times: KeyTimes
+    sealed_private: bytes = field(repr=False)
+
+
+class SigningKeyStore(Protocol):
+    """The managed key ring, shared by every instance."""
+
+    def all(self) -> list[StoredSigningKey]:
+        """Every key of the ring (one round trip)."""
+
+    def add(self, key: StoredSigningKey) -> None:
+        """Add a key; ValueError when its kid is already there."""
+
+    def update(self, kid: str, activates_at: int | None = None, revoked_at: int | None = None) -> StoredSigningKey | None:
+        """Set a key's activation and/or revocation time (a revocation time, once set, is kept); None when unknown."""
+
+    def acquire(self, name: str, ttl: int) -> bool:
+        """Take the named lock for ``ttl`` seconds; False when another holder has it (no wait)."""
+
+
+class RateLimitStore(Protocol):
+    """Request counters, shared by every instance so that a limit holds across instances."""
+
+    def hit(self, name: str, window: int, limit: int) -> tuple[bool, int]:
+        """Count one request for ``name`` in the current ``window``-second window (fixed windows aligned on
+        the store's clock) and return (allowed: at most ``limit`` requests counted in it, retry_after:
+        whole seconds, at least 1, until the window ends). Counters are forgotten after their window."""
+
+
 class Stores(Protocol):
     """The stores of one deployment, and a health probe."""
 
     revocations: RevocationStore
     api_keys: ApiKeyStore
     replays: ReplayCache
+    rate_limits: RateLimitStore
+    signing_keys: SigningKeyStore
 
     def ping(self) -> None:
         """Return when every store answers; raise StoreUnavailable otherwise."""

@@ -3,6 +3,7 @@ injected clock; no timer threads. A lock makes them safe under threaded servers.
 
 from __future__ import annotations
 
+import math
 import threading
 from collections.abc import Sequence
 from dataclasses import replace
@@ -10,7 +11,7 @@ from dataclasses import replace
 from token_service.apikeys import ApiKey
 from token_service.clock import Clock
 from token_service.revocation import Marker, Revocation, Target
-from token_service.stores.base import ApiKeyStore, ReplayCache, RevocationStore
+from token_service.stores.base import ApiKeyStore, RateLimitStore, ReplayCache, RevocationStore, SigningKeyStore, StoredSigningKey
 from token_service.stores.cursor import decode_cursor, encode_cursor
 
 
@@ -133,12 +134,26 @@ class MemoryApiKeyStore:
                 self._keys[key_id] = (seq, key)
             return key
 
-    def touch(self, key_id: str, at: int) -> None:
+    def touch(self, key_id: str, at: int) -> bool:
         """See ApiKeyStore.touch."""
         with self._lock:
             found = self._keys.get(key_id)
-            if found is not None:
-                self._keys[key_id] = (found[0], found[1].with_last_used(at))
+            if found is None:
+                return False
+            self._keys[key_id] = (found[0], found[1].with_last_used(at))
+            return found[1].last_used_at is None
+
+    def set_expiry(self, key_id: str, expires_at: int) -> ApiKey | None:
+        """See ApiKeyStore.set_expiry (origin_known reads the records, so the origins follow)."""
+        with self._lock:
+            found = self._keys.get(key_id)
+            if found is None:
+                return None
+            seq, key = found
+            if key.expires_at is None or expires_at < key.expires_at:
+                key = replace(key, expires_at=expires_at)
+                self._keys[key_id] = (seq, key)
+            return key
 
     def origin_known(self, origin: str, now: float) -> bool:
         """See ApiKeyStore.origin_known."""
@@ -167,6 +182,72 @@ class MemoryReplayCache:
             return True
 
 
+class MemorySigningKeyStore:
+    """SigningKeyStore in a dict; locks expire against the clock."""
+
+    def __init__(self, clock: Clock):
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._keys: dict[str, StoredSigningKey] = {}
+        self._locks: dict[str, float] = {}
+
+    def all(self) -> list[StoredSigningKey]:
+        """See SigningKeyStore.all."""
+        with self._lock:
+            return list(self._keys.values())
+
+    def add(self, key: StoredSigningKey) -> None:
+        """See SigningKeyStore.add."""
+        with self._lock:
+            if key.times.kid in self._keys:
+                raise ValueError("duplicate kid")
+            self._keys[key.times.kid] = key
+
+    def update(self, kid: str, activates_at: int | None = None, revoked_at: int | None = None) -> StoredSigningKey | None:
+        """See SigningKeyStore.update."""
+        with self._lock:
+            found = self._keys.get(kid)
+            if found is None:
+                return None
+            times = found.times
+            if activates_at is not None:
+                times = replace(times, activates_at=activates_at)
+            if revoked_at is not None and times.revoked_at is None:
+                times = replace(times, revoked_at=revoked_at)
+            self._keys[kid] = replace(found, times=times)
+            return self._keys[kid]
+
+    def acquire(self, name: str, ttl: int) -> bool:
+        """See SigningKeyStore.acquire."""
+        now = self._clock()
+        with self._lock:
+            if self._locks.get(name, 0) > now:
+                return False
+            self._locks[name] = now + ttl
+            return True
+
+
+class MemoryRateLimitStore:
+    """RateLimitStore in a dict of fixed-window counters, forgotten lazily against the clock."""
+
+    def __init__(self, clock: Clock):
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._counts: dict[tuple[str, int, int], int] = {}  # (name, window, window number) -> count
+
+    def hit(self, name: str, window: int, limit: int) -> tuple[bool, int]:
+        """See RateLimitStore.hit."""
+        now = self._clock()
+        number = int(now // window)
+        with self._lock:
+            if len(self._counts) > 10_000:
+                self._counts = {k: n for k, n in self._counts.items() if k[2] >= int(now // k[1])}
+            slot = (name, window, number)
+            count = self._counts.get(slot, 0) + 1
+            self._counts[slot] = count
+        return count <= limit, max(1, math.ceil((number + 1) * window - now))
+
+
 class MemoryStores:
     """The embedded stores of one process."""
 
@@ -176,6 +257,8 @@ class MemoryStores:
         self.revocations: RevocationStore = MemoryRevocationStore(clock)
         self.api_keys: ApiKeyStore = MemoryApiKeyStore()
         self.replays: ReplayCache = MemoryReplayCache(clock)
+        self.rate_limits: RateLimitStore = MemoryRateLimitStore(clock)
+        self.signing_keys: SigningKeyStore = MemorySigningKeyStore(clock)
 
     def ping(self) -> None:
         """Always answers."""

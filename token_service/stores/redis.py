@@ -10,11 +10,15 @@ Redis Cluster. Layout (``P`` = ``{ts}``):
 - ``P:key:rec:<id>``  hash of an API key record; ``P:key:idx`` sorted set by sequence number;
   ``P:key:origin:<origin>`` sorted set of the public keys listing that origin, by expiry (+inf: none)
 - ``P:replay:<fingerprint>``  a signed request's signature seen, expiring after the signature window
+- ``P:rate:<window>:<window number>:<name>``  a rate-limit counter, expiring after its window
+- ``P:ring``  hash kid -> JSON of a managed signing key (times, private key sealed under the KEK);
+  ``P:lock:<name>`` short locks (one instance stages a scheduled rotation)
 """
 
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
@@ -24,7 +28,16 @@ from redis.exceptions import RedisClusterException, RedisError
 from token_service.apikeys import ApiKey
 from token_service.clock import Clock
 from token_service.revocation import Marker, Revocation, Target
-from token_service.stores.base import ApiKeyStore, ReplayCache, RevocationStore, StoreUnavailable
+from token_service.ring import KeyTimes
+from token_service.stores.base import (
+    ApiKeyStore,
+    RateLimitStore,
+    ReplayCache,
+    RevocationStore,
+    SigningKeyStore,
+    StoredSigningKey,
+    StoreUnavailable,
+)
 from token_service.stores.cursor import decode_cursor, encode_cursor
 
 T = TypeVar("T")
@@ -111,8 +124,24 @@ return 1
 
 _KEY_TOUCH = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-redis.call('HSET', KEYS[1], 'last_used_at', ARGV[1])
+local first = redis.call('HSET', KEYS[1], 'last_used_at', ARGV[1])
+return 1 + first
+"""
+
+_KEY_SET_EXPIRY = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+local at = tonumber(ARGV[1])
+local current = redis.call('HGET', KEYS[1], 'expires_at')
+if current and current ~= 'null' and tonumber(current) < at then return 1 end
+redis.call('HSET', KEYS[1], 'expires_at', ARGV[1])
+for i = 2, #KEYS do redis.call('ZADD', KEYS[i], 'XX', ARGV[1], ARGV[2]) end
 return 1
+"""
+
+_RATE_HIT = """
+local count = redis.call('INCR', KEYS[1])
+if count == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
+return count
 """
 
 
@@ -231,6 +260,7 @@ class RedisApiKeyStore:
         self._create = client.register_script(_KEY_CREATE)
         self._revoke = client.register_script(_KEY_REVOKE)
         self._touch = client.register_script(_KEY_TOUCH)
+        self._set_expiry = client.register_script(_KEY_SET_EXPIRY)
 
     def create(self, key: ApiKey) -> None:
         """See ApiKeyStore.create."""
@@ -297,9 +327,21 @@ class RedisApiKeyStore:
             _guard(pipe.execute)
         return key
 
-    def touch(self, key_id: str, at: int) -> None:
-        """See ApiKeyStore.touch."""
-        _guard(self._touch, keys=[f"{P}:key:rec:{key_id}"], args=[at])
+    def touch(self, key_id: str, at: int) -> bool:
+        """See ApiKeyStore.touch: HSET answers 1 when it created the field, i.e. on the first use."""
+        return bool(_guard(self._touch, keys=[f"{P}:key:rec:{key_id}"], args=[at]) == 2)
+
+    def set_expiry(self, key_id: str, expires_at: int) -> ApiKey | None:
+        """See ApiKeyStore.set_expiry: one script moves the record's expiry and the scores of its origins.
+
+        ``ZADD XX`` only rescores: a revoked key's origins, already removed, are not brought back."""
+        key = self.get(key_id)
+        if key is None:
+            return None
+        origin_keys = [f"{P}:key:origin:{origin}" for origin in key.origins] if key.type == "public" else []
+        if not _guard(self._set_expiry, keys=[f"{P}:key:rec:{key_id}", *origin_keys], args=[expires_at, key_id]):
+            return None
+        return self.get(key_id)
 
     def origin_known(self, origin: str, now: float) -> bool:
         """See ApiKeyStore.origin_known."""
@@ -317,6 +359,78 @@ class RedisReplayCache:
         return bool(_guard(self._r.set, f"{P}:replay:{fingerprint}", b"1", nx=True, ex=max(1, ttl)))
 
 
+_RING_UPDATE = """
+local raw = redis.call('HGET', KEYS[1], ARGV[1])
+if not raw then return nil end
+local entry = cjson.decode(raw)
+if ARGV[2] ~= '' then entry.activates_at = tonumber(ARGV[2]) end
+if ARGV[3] ~= '' and (entry.revoked_at == nil or entry.revoked_at == cjson.null) then entry.revoked_at = tonumber(ARGV[3]) end
+local encoded = cjson.encode(entry)
+redis.call('HSET', KEYS[1], ARGV[1], encoded)
+return encoded
+"""
+
+
+def _signing_key_json(key: StoredSigningKey) -> str:
+    t = key.times
+    return json.dumps({"kid": t.kid, "alg": t.alg, "created_at": t.created_at, "activates_at": t.activates_at,
+                       "revoked_at": t.revoked_at, "sealed": key.sealed_private.hex()}, separators=(",", ":"))
+
+
+def _signing_key_from(raw: bytes | str) -> StoredSigningKey:
+    data = json.loads(raw)
+    revoked = data.get("revoked_at")
+    times = KeyTimes(kid=data["kid"], alg=data["alg"], created_at=int(data["created_at"]), activates_at=int(data["activates_at"]),
+                     revoked_at=None if revoked is None else int(revoked))
+    return StoredSigningKey(times=times, sealed_private=bytes.fromhex(data["sealed"]))
+
+
+class RedisSigningKeyStore:
+    """SigningKeyStore on one Redis hash (kid -> JSON with the sealed private key)."""
+
+    def __init__(self, client: Any):
+        self._r: Any = client
+        self._update = client.register_script(_RING_UPDATE)
+
+    def all(self) -> list[StoredSigningKey]:
+        """See SigningKeyStore.all."""
+        return [_signing_key_from(raw) for raw in _guard(self._r.hvals, f"{P}:ring")]
+
+    def add(self, key: StoredSigningKey) -> None:
+        """See SigningKeyStore.add."""
+        if not _guard(self._r.hsetnx, f"{P}:ring", key.times.kid, _signing_key_json(key)):
+            raise ValueError("duplicate kid")
+
+    def update(self, kid: str, activates_at: int | None = None, revoked_at: int | None = None) -> StoredSigningKey | None:
+        """See SigningKeyStore.update."""
+        args = [kid, "" if activates_at is None else activates_at, "" if revoked_at is None else revoked_at]
+        raw = _guard(self._update, keys=[f"{P}:ring"], args=args)
+        return None if raw is None else _signing_key_from(raw)
+
+    def acquire(self, name: str, ttl: int) -> bool:
+        """See SigningKeyStore.acquire."""
+        return bool(_guard(self._r.set, f"{P}:lock:{name}", b"1", nx=True, ex=max(1, ttl)))
+
+
+class RedisRateLimitStore:
+    """RateLimitStore on Redis: one INCR (and PEXPIRE on the first hit) per request, in one script.
+
+    Windows are numbered on the injected clock (as the memory store), so every instance counts in the
+    same window and tests drive time; Redis forgets a counter once its window is over."""
+
+    def __init__(self, client: Any, clock: Clock):
+        self._clock = clock
+        self._hit = client.register_script(_RATE_HIT)
+
+    def hit(self, name: str, window: int, limit: int) -> tuple[bool, int]:
+        """See RateLimitStore.hit."""
+        now = self._clock()
+        number = int(now // window)
+        left = (number + 1) * window - now
+        count = _guard(self._hit, keys=[f"{P}:rate:{window}:{number}:{name}"], args=[int(left * 1000) + 1000])
+        return int(count) <= limit, max(1, math.ceil(left))
+
+
 class RedisStores:
     """The shared stores of a deployment, on one Redis client (one pool per process)."""
 
@@ -327,6 +441,8 @@ class RedisStores:
         self.revocations: RevocationStore = RedisRevocationStore(client, clock)
         self.api_keys: ApiKeyStore = RedisApiKeyStore(client)
         self.replays: ReplayCache = RedisReplayCache(client)
+        self.rate_limits: RateLimitStore = RedisRateLimitStore(client, clock)
+        self.signing_keys: SigningKeyStore = RedisSigningKeyStore(client)
 
     def ping(self) -> None:
         """See Stores.ping."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import Flask
 
-from token_service.web import admin, public
+from token_service.web import admin, public, signing_keys
 from token_service.web.errors import register_error_handlers
 from token_service.web.hooks import MAX_BODY, register_hooks
 
@@ -17,3 +17,4 @@ def register_web(app: Flask) -> None:
     register_error_handlers(app)
     app.register_blueprint(public.bp)
     app.register_blueprint(admin.bp)
+    app.register_blueprint(signing_keys.bp)

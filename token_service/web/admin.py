@@ -22,15 +22,18 @@ _TARGETS = ("jti", "token", "sub", "personaId", "client_id", "kid")
 _REVOCATION_FIELDS = {**{name: False for name in _TARGETS}, "reason": True}
 _API_KEY_FIELDS = {"type": False, "name": True, "personas": False, "scopes": False, "origins": False,
                    "permissions": False, "expires_at": True}
+_ROTATE_FIELDS = {"grace_seconds": False}
 
 
 @bp.before_request
-def _require_admin() -> None:
+def require_admin() -> None:
+    """Every admin route: an admin key, or 401/403."""
     g.principal = service().require_admin(auth_request())
 
 
 @bp.after_request
-def _audit(response: Response) -> Response:
+def audit_request(response: Response) -> Response:
+    """Every admin call leaves an audit log line with its actor and outcome."""
     principal = getattr(g, "principal", None)
     if principal is not None:
         audit_log.info(
@@ -94,6 +97,13 @@ def list_api_keys() -> Response:
     cursor, limit = page_params()
     items, next_cursor = service().list_api_keys(cursor, limit)
     return _json({"items": [key.metadata() for key in items], "next_cursor": next_cursor})
+
+
+@bp.post("/api-keys/<key_id>/rotate")
+def rotate_api_key(key_id: str) -> Response:
+    """A new key with the same settings; the old one keeps working for ``grace_seconds`` (body optional)."""
+    record, text = service().rotate_api_key(key_id, json_body(_ROTATE_FIELDS, optional=True), actor())
+    return _json({**record.metadata(), "key": text}, 201)
 
 
 @bp.delete("/api-keys/<key_id>")

@@ -17,6 +17,7 @@ bp = Blueprint("public", __name__)
 
 _MINT_FIELDS = {"personaId": False, "scopes": False, "ttl": False, "sub": False}
 _TOKEN_FIELDS = {"token": False, "token_type_hint": False}
+_EXPOSED_FIELDS = {"keys": False}
 
 
 def service() -> TokenService:
@@ -131,11 +132,22 @@ def _token_field(body: dict[str, Any]) -> str:
     return token
 
 
+@bp.post("/v1/keys/exposed")
+def report_exposed() -> Response:
+    """Revoke leaked secret and admin keys: possession of a key is enough to report it (secret scanners)."""
+    svc = service()
+    svc.check_report_rate(request.remote_addr)  # every report counts, a malformed one too
+    body = json_body(_EXPOSED_FIELDS)
+    if "keys" not in body:
+        raise InvalidRequest("keys is required: a list of the exposed key texts.")
+    return _json({"revoked": svc.report_exposed(body["keys"], request.remote_addr)})
+
+
 @bp.get("/.well-known/jwks.json")
 def jwks() -> Response:
     """The public keys that may have signed a live token."""
     response = _json(service().jwks())
-    response.headers["Cache-Control"] = f"public, max-age={service().settings.jwks_max_age}"
+    response.headers["Cache-Control"] = f"public, max-age={service().jwks_max_age()}"
     return response
 
 

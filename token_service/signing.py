@@ -1,0 +1,235 @@
+"""Where the key ring comes from: a static ring (one mounted key, or a key generated for the embedded
+default) or the managed ring (shared through the store, private keys sealed under the KEK, staged
+rotation on a schedule and on demand, an immediate successor when the signing key is revoked).
+
+The verify path only calls ``ring()``: a cached value, re-read from the store at most every
+``REFRESH_SECONDS`` (statuses are derived from stored times, so an activation takes effect on every
+instance at the same moment without a store read).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Protocol
+
+from cryptography.hazmat.primitives import serialization
+
+from token_service import ring as rules
+from token_service.clock import Clock
+from token_service.errors import Conflict
+from token_service.keys import Algorithm, KeyRing, SigningKey
+from token_service.sealing import seal, unseal
+from token_service.stores.base import SigningKeyStore, StoredSigningKey
+
+log = logging.getLogger("token_service.signing")
+REFRESH_SECONDS = 5.0
+FORCED_REFRESH_GAP = 1.0
+PURPOSE = "signing-key"
+
+
+class SigningKeys(Protocol):
+    """The source of the key ring."""
+
+    managed: bool
+
+    def ring(self) -> KeyRing:
+        """The ring at this moment (cheap; may be up to a few seconds behind the store)."""
+
+    def refresh(self) -> KeyRing:
+        """Re-read the ring now (at most once a second); for an unknown kid or a revoked signer."""
+
+    def states(self) -> list[rules.KeyState]:
+        """Every key of the ring with its status, for the operator."""
+
+    def max_age(self, configured: int) -> int:
+        """The JWKS max-age to send now."""
+
+    def rotate(self) -> rules.KeyState:
+        """Stage a new key (status ``next``); Conflict when this ring cannot rotate."""
+
+    def revoke(self, kid: str) -> None:
+        """Take a key out of service; when it was signing, a successor signs at once."""
+
+
+class StaticKeys:
+    """A ring of one key that never changes: a mounted PEM file, or a key generated at start-up."""
+
+    managed = False
+
+    def __init__(self, key: SigningKey, loaded_at: int):
+        self._ring = KeyRing.single(key)
+        self._times = rules.KeyTimes(key.kid, key.alg, loaded_at, loaded_at)
+
+    def ring(self) -> KeyRing:
+        """See SigningKeys.ring."""
+        return self._ring
+
+    def refresh(self) -> KeyRing:
+        """See SigningKeys.refresh."""
+        return self._ring
+
+    def states(self) -> list[rules.KeyState]:
+        """See SigningKeys.states."""
+        return [rules.KeyState(self._times, "current", None, None)]
+
+    def max_age(self, configured: int) -> int:
+        """See SigningKeys.max_age."""
+        return configured
+
+    def rotate(self) -> rules.KeyState:
+        """See SigningKeys.rotate: a static key cannot rotate."""
+        raise Conflict(
+            "Rotation needs a managed key ring: set TOKEN_SERVICE_KEY_ENCRYPTION_KEY (and TOKEN_SERVICE_REDIS_URL for "
+            "several instances); with only TOKEN_SERVICE_SIGNING_KEY_FILE, replace the file and restart."
+        )
+
+    def revoke(self, kid: str) -> None:
+        """See SigningKeys.revoke: the revocation entry refuses its tokens; minting then answers 503."""
+
+
+def _private_der(key: SigningKey) -> bytes:
+    assert key.private_key is not None  # noqa: S101 - managed keys are generated or loaded with their private half
+    return key.private_key.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+
+
+class ManagedKeys:
+    """The shared, rotating ring."""
+
+    managed = True
+
+    def __init__(self, store: SigningKeyStore, kek: bytes, alg: Algorithm, clock: Clock, horizon: int,
+                 activation_delay: int, rotation_period: int | None, seed: SigningKey | None = None,
+                 generate: Callable[[Algorithm], SigningKey] = SigningKey.generate):
+        self._store = store
+        self._kek = kek
+        self._alg = alg
+        self._clock = clock
+        self._horizon = horizon
+        self._delay = activation_delay
+        self._period = rotation_period
+        self._generate = generate
+        self._lock = threading.Lock()
+        self._stored: list[StoredSigningKey] = []
+        self._opened: dict[str, SigningKey] = {}
+        self._loaded_at = -1e18
+        self._forced_at = -1e18
+        self._cached: tuple[frozenset[tuple[str, str]], KeyRing] | None = None
+        self._bootstrap(seed)
+
+    # -- reading --------------------------------------------------------------------------------
+
+    def _bootstrap(self, seed: SigningKey | None) -> None:
+        self._load()
+        if self._stored:
+            return
+        if self._store.acquire("ring-bootstrap", 30):
+            now = int(self._clock())
+            key = seed or self._generate(self._alg)
+            self._add(key, now, now)
+            log.warning("managed key ring was empty: %s key %s signs from now", "the mounted" if seed else "a new", key.kid)
+        else:  # another instance is creating the first key: wait for it briefly
+            for _ in range(50):
+                time.sleep(0.1)
+                self._load()
+                if self._stored:
+                    return
+        self._load()
+
+    def _load(self) -> None:
+        stored = self._store.all()
+        for entry in stored:
+            if entry.times.kid not in self._opened:
+                self._opened[entry.times.kid] = self._open(entry)
+        with self._lock:
+            self._stored = stored
+            self._loaded_at = self._clock()
+
+    def _open(self, entry: StoredSigningKey) -> SigningKey:
+        der = unseal(entry.sealed_private, self._kek, PURPOSE, entry.times.kid)
+        if der is None:
+            raise RuntimeError(f"signing key {entry.times.kid} does not open under this TOKEN_SERVICE_KEY_ENCRYPTION_KEY")
+        private_key = serialization.load_der_private_key(der, password=None)
+        key = SigningKey.from_private_key(private_key, entry.times.alg)  # type: ignore[arg-type]
+        if key.kid != entry.times.kid:
+            raise RuntimeError(f"signing key {entry.times.kid} does not match its kid")
+        return key
+
+    def states(self) -> list[rules.KeyState]:
+        """See SigningKeys.states."""
+        now = self._clock()
+        if now - self._loaded_at > REFRESH_SECONDS:
+            self._load()
+            self._tick(now)
+        return rules.states([e.times for e in self._stored], now, self._horizon)
+
+    def ring(self) -> KeyRing:
+        """See SigningKeys.ring."""
+        current = self.states()
+        signing = rules.signing_kid(current)
+        shape = frozenset((s.times.kid, s.status) for s in current)
+        cached = self._cached
+        if cached is not None and cached[0] == shape:
+            return cached[1]
+        keys = tuple(self._opened[s.times.kid] for s in current)
+        built = KeyRing(keys=keys, signing_kid=signing)
+        self._cached = (shape, built)
+        return built
+
+    def refresh(self) -> KeyRing:
+        """See SigningKeys.refresh."""
+        now = self._clock()
+        if now - self._forced_at >= FORCED_REFRESH_GAP:
+            self._forced_at = now
+            self._load()
+        return self.ring()
+
+    def max_age(self, configured: int) -> int:
+        """See SigningKeys.max_age."""
+        return rules.jwks_max_age(configured, self.states(), self._clock())
+
+    # -- changing -------------------------------------------------------------------------------
+
+    def _add(self, key: SigningKey, created_at: int, activates_at: int) -> rules.KeyState:
+        times = rules.KeyTimes(key.kid, key.alg, created_at, activates_at)
+        self._store.add(StoredSigningKey(times, seal(_private_der(key), self._kek, PURPOSE, key.kid)))
+        self._opened[key.kid] = key
+        self._load()
+        return next(s for s in rules.states([e.times for e in self._stored], self._clock(), self._horizon) if s.times.kid == key.kid)
+
+    def rotate(self) -> rules.KeyState:
+        """See SigningKeys.rotate: the new key signs after the activation delay."""
+        self._load()
+        now = self._clock()
+        if any(s.status == "next" for s in rules.states([e.times for e in self._stored], now, self._horizon)):
+            raise Conflict("A rotation is already staged: its key is listed with status next.")
+        return self._add(self._generate(self._alg), int(now), int(now) + self._delay)
+
+    def _tick(self, now: float) -> None:
+        """Scheduled rotation: one instance (holding a short lock) stages the next key when it is due."""
+        current = rules.states([e.times for e in self._stored], now, self._horizon)
+        if rules.rotation_due(current, now, self._period) and self._store.acquire("rotate", 60):
+            try:
+                state = self.rotate()
+                log.warning("scheduled rotation staged key %s; it signs from %d", state.times.kid, state.times.activates_at)
+            except Conflict:
+                pass
+
+    def revoke(self, kid: str) -> None:
+        """See SigningKeys.revoke: a staged successor is promoted now, or a fresh key signs at once."""
+        now = int(self._clock())
+        before = rules.states([e.times for e in self._store.all()], now, self._horizon)
+        was_signing = rules.signing_kid(before) == kid
+        if self._store.update(kid, revoked_at=now) is None:
+            return
+        self._load()
+        if not was_signing:
+            return
+        staged = sorted((s for s in before if s.status == "next"), key=lambda s: s.times.activates_at)
+        if staged:
+            self._store.update(staged[0].times.kid, activates_at=now)
+            self._load()
+        else:
+            self._add(self._generate(self._alg), now, now)
