@@ -111,10 +111,11 @@ class TokenService:
 
     # -- authentication -------------------------------------------------------------------------
 
-    def authenticate(self, request: AuthRequest) -> Principal:
-        """The caller's Principal; Unauthorized (401) when there is none or it is bad."""
+    def authenticate(self, request: AuthRequest, users: bool = True) -> Principal:
+        """The caller's Principal; Unauthorized (401) when there is none or it is bad. ``users=False``
+        where end users can never be allowed (adapters that only authenticate users are skipped)."""
         try:
-            principal = self.chain.authenticate(request)
+            principal = self.chain.authenticate(request, users)
         except AuthenticationFailed as exc:
             raise Unauthorized(exc.description, headers=self.challenge(error="invalid_token", description=exc.description)) from None
         except StoreUnavailable as exc:
@@ -138,7 +139,7 @@ class TokenService:
 
     def require_admin(self, request: AuthRequest) -> Principal:
         """The admin Principal of the request; 401 unauthenticated, 403 for a non-admin credential."""
-        principal = self.authenticate(request)
+        principal = self.authenticate(request, users=False)
         if not principal.is_admin:
             raise AccessDenied("This endpoint needs an admin key.")
         return principal

@@ -347,8 +347,23 @@ def test_a_pepper_keeps_the_email_out_of_the_token(settings, idp, clock):
 
 def test_another_subject_claim_with_a_pepper(settings, idp, clock):
     client = create_app(oidc_settings(settings, idp, subject_pepper=PEPPER, oidc_subject_claim="email"), clock=clock).test_client()
-    claims = token_parts(minted(client, idp.token(clock(), sub="ignored", email="Zoë Smith <zoe@example.com>"))["token"])[1]
+    claims = token_parts(minted(client, idp.token(clock(), sub="ignored", email="Zoë Smith <zoe@example.com>",
+                                                  email_verified=True))["token"])[1]
     assert claims["sub"] == pseudonymous_subject(PEPPER, idp.issuer, "Zoë Smith <zoe@example.com>")
+
+
+@pytest.mark.parametrize("verified", [None, False, "true", 1])
+def test_an_email_subject_must_be_verified(settings, idp, clock, verified):
+    """Anyone can sign up with someone else's address at many providers: only a verified e-mail may be a subject."""
+    client = create_app(oidc_settings(settings, idp, subject_pepper=PEPPER, oidc_subject_claim="email"), clock=clock).test_client()
+    extra = {} if verified is None else {"email_verified": verified}
+    token = idp.token(clock(), sub="ignored", email="victim@example.com", **extra)
+    body = refused(mint(client, token), token)
+    assert "not verified" in body["error_description"]
+
+
+def test_a_huge_exp_is_refused_not_a_500(client, idp, clock):
+    refused(mint(client, idp.token(clock(), exp=10**400)))
 
 
 def test_a_subject_that_cannot_be_a_sub_needs_a_pepper(client, idp, clock):

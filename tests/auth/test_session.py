@@ -82,6 +82,8 @@ class WhoAmI:
             self._send(handler, 200, b'["user-1"]')
         elif mode == "no-content":
             self._send(handler, 204, b"")
+        elif mode == "nested":
+            self._send(handler, 200, b"[" * 50_000)
         elif mode == "huge":
             self._send(handler, 200, json.dumps({"sub": "user-1", "pad": "x" * 70_000}).encode())
         else:  # pragma: no cover
@@ -345,6 +347,7 @@ def test_without_pepper_a_subject_that_is_not_a_sub_is_refused(session_client, u
     ("array", 503, "temporarily_unavailable"),
     ("no-content", 503, "temporarily_unavailable"),
     ("huge", 503, "temporarily_unavailable"),
+    ("nested", 503, "temporarily_unavailable"),
 ])
 def test_each_upstream_failure_has_its_status_and_mints_nothing(session_client, upstream, mode, status, error):
     upstream.mode = mode
@@ -494,3 +497,11 @@ def test_without_a_cache_every_mint_asks_the_upstream(session_client, upstream):
 def test_the_adapter_needs_a_session_url(signing_key_file):
     with pytest.raises(ConfigError, match="SESSION_URL"):
         create_app(Settings(signing_key_file=signing_key_file, auth_adapters=("session",), log_level="WARNING"))
+
+
+@pytest.mark.parametrize(("method", "path"), [("GET", "/v1/admin/api-keys"), ("POST", "/v1/introspect")])
+def test_the_upstream_is_not_asked_where_a_user_can_never_be_allowed(session_client, upstream, method, path):
+    """An anonymous cookie on admin or introspection endpoints costs no upstream call: 401, nobody decided."""
+    response = session_client.open(path, method=method, headers={"Cookie": COOKIE}, data={"token": "x"} if method == "POST" else None)
+    assert_error(response, 401, "unauthorized")
+    assert upstream.requests == []

@@ -77,9 +77,16 @@ class AuthChain:
     def __init__(self, adapters: Sequence[AuthAdapter]):
         self.adapters = tuple(adapters)
 
-    def authenticate(self, request: AuthRequest) -> Principal | None:
-        """The first decision: a Principal, None when no adapter recognised a credential; AuthenticationFailed propagates."""
+    def authenticate(self, request: AuthRequest, users: bool = True) -> Principal | None:
+        """The first decision: a Principal, None when no adapter recognised a credential; AuthenticationFailed propagates.
+
+        With ``users=False`` (admin and introspection endpoints, where an end user can never be allowed)
+        adapters that declare ``users_only = True`` are not asked: an anonymous cookie cannot make the
+        service call the product's session endpoint, nor an IdP token its JWKS, for nothing.
+        """
         for adapter in self.adapters:
+            if not users and getattr(adapter, "users_only", False):
+                continue
             principal = adapter.authenticate(request)
             if principal is not None:
                 return principal

@@ -58,6 +58,7 @@ class HmacAdapter:
         self._kek = key_encryption_key
         self._window = window
         self._revoke_from_browsers = revoke_from_browsers
+        self._warned: set[str] = set()
         self._audit = audit
 
     @classmethod
@@ -127,7 +128,9 @@ class HmacAdapter:
         parsed = parse_key_text(text) if text is not None else None
         if text is None or parsed is None or parsed.key_id != key.id or not digests_match(parsed.digest, key.digest):
             # Another KEK than the one it was sealed under (or a tampered record): the operator must act.
-            log.warning("secret key %s cannot be unsealed with the configured key-encryption key", key.id)
+            if key.id not in self._warned:  # once per key and process: callers must not be able to flood the log
+                self._warned.add(key.id)
+                log.warning("secret key %s cannot be unsealed with the configured key-encryption key", key.id)
             raise AuthenticationFailed(
                 "This secret key cannot sign requests: it was sealed under another key-encryption key; rotate or recreate it."
             )

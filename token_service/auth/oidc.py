@@ -53,6 +53,7 @@ class OidcAdapter:
     """Authenticates end users by their identity provider's signed JWT."""
 
     name = "oidc"
+    users_only = True  # authenticates end users only: not asked on admin or introspection endpoints
 
     def __init__(self, settings: Settings, keys: JwksCache, clock: Clock):
         if settings.oidc_issuer is None or settings.oidc_audience is None:
@@ -176,6 +177,10 @@ class OidcAdapter:
             value = str(value)
         if not isinstance(value, str) or not value:
             raise AuthenticationFailed(f"The identity token has no usable {claim} claim (a non-empty string is needed).")
+        if claim == "email" and claims.get("email_verified") is not True:
+            # Anyone can sign up at many providers with someone else's address: an unverified e-mail
+            # would let them mint tokens as that person (OIDC Core §5.7: only iss + sub are stable).
+            raise AuthenticationFailed("The identity token's email is not verified (email_verified is not true).")
         pepper = self._settings.subject_pepper
         if pepper is not None:
             return pseudonymous_subject(pepper, self._issuer, value)
@@ -211,6 +216,11 @@ def _groups(value: object) -> frozenset[str]:
 
 def _is_number(value: object) -> bool:
     """True for a finite JSON number (a bool is not one)."""
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    try:
+        return math.isfinite(value) and abs(value) < 1e15  # a huge int would overflow float comparisons
+    except OverflowError:
+        return False
 
 

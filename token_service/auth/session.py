@@ -134,6 +134,7 @@ class SessionAdapter:
     """Authenticates a browser by its session with the product (cookie and/or Authorization header)."""
 
     name = "session"
+    users_only = True  # authenticates end users only: not asked on admin or introspection endpoints
 
     def __init__(self, settings: Settings, clock: Clock):
         if settings.session_url is None:
@@ -240,7 +241,7 @@ class SessionAdapter:
             raise self._broken(f"an answer over {MAX_BODY} bytes")
         try:
             document = json.loads(body)
-        except ValueError:
+        except (ValueError, RecursionError):
             raise self._broken("an answer that is not JSON") from None
         if not isinstance(document, dict):
             raise self._broken("an answer that is not a JSON object")

@@ -106,7 +106,7 @@ def verify() -> Response:
 def introspect() -> Response:
     """RFC 7662 introspection for secret keys granted introspect, and admin keys."""
     svc = service()
-    principal = svc.authenticate(auth_request())
+    principal = svc.authenticate(auth_request(), users=False)
     svc.require_introspect(principal)
     token = _token_field(form_or_json_body(_TOKEN_FIELDS))
     return _json(svc.introspect(principal, token))
