@@ -139,7 +139,8 @@ class TokenCodec:
             return Verdict(header=header, claims=None, reasons=(Reason("malformed", problem),))
         key = ring.get(header["kid"])
         if key is None:
-            reason = Reason("unknown_key", "The token was signed by a key this service does not know.")
+            reason = Reason("unknown_key", "The token was signed by a key this service does not know (never, or no longer: "
+                                           "a key leaves the ring once every token it signed has expired).")
             return Verdict(header=header, claims=None, reasons=(reason,))
         reasons: list[Reason] = []
         if header["alg"] != key.alg:
@@ -191,9 +192,10 @@ class TokenCodec:
         reasons: list[Reason] = []
         skew = self.clock_skew
         if claims.exp <= now - skew:
-            reasons.append(Reason("expired", "The token has expired."))
+            reasons.append(Reason("expired", f"The token expired {int(now - claims.exp)} s ago (allowed skew {skew} s)."))
+        early = max(claims.nbf, claims.iat) - now
         if claims.nbf > now + skew or claims.iat > now + skew:
-            reasons.append(Reason("not_yet_valid", "The token is not valid yet."))
+            reasons.append(Reason("not_yet_valid", f"The token is valid only in {int(early)} s (allowed skew {skew} s)."))
         if claims.iss != self.issuer:
             reasons.append(Reason("wrong_issuer", "The token was issued by another issuer."))
         if claims.aud != self.audience:

@@ -124,3 +124,9 @@ def test_requests_that_are_refused(actions, client, secret, token):
 def test_store_down_is_503(token, down_client):
     response = down_client.post("/v1/admin/token-status", json={"token": token}, headers=bearer(ADMIN_KEY))
     assert_error(response, 503, "temporarily_unavailable")
+
+
+def test_the_verdict_says_by_how_much_a_token_expired(actions, token, clock):
+    clock.advance(900 + 42.5)  # the clock starts a quarter second past iat
+    [reason] = status(actions, token)["reasons"]
+    assert reason["code"] == "expired" and "expired 42 s ago" in reason["detail"]
