@@ -16,7 +16,7 @@ from token_service.clock import Clock, system_clock
 from token_service.config import ConfigError, Settings, load_settings
 from token_service.keys import KeyMaterialError, KeyRing, SigningKey
 from token_service.service import TokenService
-from token_service.signing import ManagedKeys, SigningKeys, StaticKeys
+from token_service.signing import DirectoryKeys, ManagedKeys, SigningKeys, StaticKeys
 from token_service.stores import Stores, StoreUnavailable, stores_from_url
 
 __all__ = ["create_app", "ConfigError", "Settings", "load_settings"]
@@ -41,12 +41,24 @@ def signing_keys(settings: Settings, stores: Stores, clock: Clock) -> SigningKey
     """The ring's source: managed under the KEK (seeded by a mounted key when empty), else the mounted key,
     else (embedded default only) a key generated now."""
     mounted = mounted_key(settings)
+    if settings.signing_key_dir:
+        def revoked(kids: list[str]) -> dict[str, int]:
+            markers = stores.revocations.lookup([("kid", kid) for kid in kids])
+            return {kid: m.revoked_at for kid, m in zip(kids, markers, strict=True) if m is not None}
+
+        try:
+            return DirectoryKeys(settings.signing_key_dir, settings.signing_alg, settings.signing_key_passphrase,  # type: ignore[arg-type]
+                                 clock, settings.revocation_horizon, revoked, settings.signing_key_refresh)
+        except RuntimeError as exc:
+            raise ConfigError(f"TOKEN_SERVICE_SIGNING_KEY_DIR: {exc}") from None
+        except StoreUnavailable as exc:
+            raise ConfigError(f"TOKEN_SERVICE_REDIS_URL: cannot read revocations at start-up ({exc})") from None
     if settings.key_encryption_key is not None:
         try:
             return ManagedKeys(
                 stores.signing_keys, settings.key_encryption_key, settings.signing_alg, clock,  # type: ignore[arg-type]
                 horizon=settings.revocation_horizon, activation_delay=settings.activation_delay,
-                rotation_period=settings.signing_key_rotation, seed=mounted,
+                rotation_period=settings.signing_key_rotation, seed=mounted, refresh_seconds=settings.signing_key_refresh,
             )
         except StoreUnavailable as exc:
             raise ConfigError(f"TOKEN_SERVICE_REDIS_URL: cannot read the managed key ring at start-up ({exc})") from None
@@ -108,4 +120,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock = system_clock,
     from token_service.web import register_web
 
     register_web(app)
+    from token_service.cli import register_commands
+
+    register_commands(app)  # the operator commands, as Flask CLI commands too (flask --app wsgi api-keys list)
     return app

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import math
 import re
 import tomllib
 from collections.abc import Mapping
@@ -59,9 +60,11 @@ class Settings:
     audience: str = "persona-api"
     signing_alg: str = "ES256"
     signing_key_file: str | None = None
+    signing_key_dir: str | None = None
     signing_key_passphrase: str | None = field(default=None, repr=False)
     signing_key_rotation: int | None = 90 * 86400
     signing_key_activation_delay: int | None = None
+    signing_key_refresh: float = 5.0
     key_encryption_key: bytes | None = field(default=None, repr=False)
     max_ttl: int = 900
     clock_skew: int = 30
@@ -113,8 +116,11 @@ class Settings:
 
     @property
     def activation_delay(self) -> int:
-        """Seconds between staging a key and its signing: the setting, or twice the JWKS max-age."""
-        return self.signing_key_activation_delay if self.signing_key_activation_delay is not None else 2 * self.jwks_max_age
+        """Seconds between staging a key and its signing: the setting, or twice the JWKS max-age (at least the
+        max-age plus the ring's refresh interval)."""
+        if self.signing_key_activation_delay is not None:
+            return self.signing_key_activation_delay
+        return max(2 * self.jwks_max_age, self.jwks_max_age + math.ceil(self.signing_key_refresh))
 
     @property
     def revocation_horizon(self) -> int:
@@ -292,6 +298,8 @@ def _parse(name: str, text: str) -> Any:
             if text.strip().lower() == alg.lower():
                 return alg
         raise ConfigError(f"{PREFIX}SIGNING_ALG must be one of {', '.join(ALGORITHMS)}, not {text!r}")
+    if name == "signing_key_dir":
+        return text.strip() or None
     if name == "signing_key_file":
         return text.strip() or None
     if name == "signing_key_passphrase":
@@ -467,6 +475,7 @@ def _rotation(name: str, text: str) -> int | None:
 _PARSERS: dict[str, Any] = {
     "signing_key_rotation": _rotation,
     "signing_key_activation_delay": lambda n, t: _int(n, t, 0, 30 * 86400),
+    "signing_key_refresh": lambda n, t: _seconds(n, t, 0.2, 60),
     "subject_pepper": _pepper,
     "oidc_issuer": _optional_url,
     "oidc_audience": _optional_text,
@@ -501,8 +510,12 @@ def _check_together(settings: Settings) -> None:
         raise ConfigError(f"{PREFIX}DEFAULT_SCOPES: {unknown[0]!r} is not in {PREFIX}SCOPES")
     if not settings.scopes:
         raise ConfigError(f"{PREFIX}SCOPES must name at least one scope")
-    if settings.signing_key_passphrase and not settings.signing_key_file:
-        raise ConfigError(f"{PREFIX}SIGNING_KEY_PASSPHRASE is set but {PREFIX}SIGNING_KEY_FILE is not")
+    if settings.signing_key_passphrase and not (settings.signing_key_file or settings.signing_key_dir):
+        raise ConfigError(f"{PREFIX}SIGNING_KEY_PASSPHRASE is set but neither {PREFIX}SIGNING_KEY_FILE nor {PREFIX}SIGNING_KEY_DIR is")
+    if settings.signing_key_dir and (settings.signing_key_file or settings.key_encryption_key is not None):
+        raise ConfigError(
+            f"{PREFIX}SIGNING_KEY_DIR is a ring of its own: set it alone, without {PREFIX}SIGNING_KEY_FILE or {PREFIX}KEY_ENCRYPTION_KEY"
+        )
     adapters = set(settings.auth_adapters)
     if "hmac" in adapters and settings.key_encryption_key is None:
         raise ConfigError(
@@ -521,13 +534,14 @@ def _check_together(settings: Settings) -> None:
         unknown = [s for s in values if s not in settings.scopes]
         if unknown:
             raise ConfigError(f"{PREFIX}{label}: {unknown[0]!r} is not in {PREFIX}SCOPES")
-    if settings.redis_url and not settings.signing_key_file and settings.key_encryption_key is None:
+    if settings.redis_url and not (settings.signing_key_file or settings.signing_key_dir) and settings.key_encryption_key is None:
         raise ConfigError(
             f"{PREFIX}REDIS_URL is set but no signing key is: set {PREFIX}KEY_ENCRYPTION_KEY (a managed, rotating ring) "
             f"or {PREFIX}SIGNING_KEY_FILE (one static key) so that every instance signs with the same keys"
         )
-    if settings.signing_key_activation_delay is not None and settings.signing_key_activation_delay < settings.jwks_max_age:
+    if settings.activation_delay < settings.jwks_max_age + settings.signing_key_refresh:
         raise ConfigError(
-            f"{PREFIX}SIGNING_KEY_ACTIVATION_DELAY must be at least {PREFIX}JWKS_MAX_AGE ({settings.jwks_max_age}): "
-            "a new key must not sign before every cached JWKS has been refreshed"
+            f"{PREFIX}SIGNING_KEY_ACTIVATION_DELAY ({settings.activation_delay}) must be at least {PREFIX}JWKS_MAX_AGE "
+            f"({settings.jwks_max_age}) plus {PREFIX}SIGNING_KEY_REFRESH ({settings.signing_key_refresh:g}): a new key must not "
+            "sign before every instance publishes it and every cached JWKS has been refreshed"
         )

@@ -173,12 +173,4 @@ def check_config(environ: Mapping[str, str]) -> int:
     return 0
 
 
-def port_number(text: str) -> int:
-    """argparse type: a TCP port."""
-    value = int(text)
-    if not 1 <= value <= 65535:
-        raise ValueError(text)
-    return value
-
-
 __all__ = ["run_dev", "check_config", "walkthrough", "WALKTHROUGH_BEGIN", "WALKTHROUGH_END"]

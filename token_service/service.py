@@ -182,6 +182,8 @@ class TokenService:
         """The signing key and the new token's watermarks, in one store round trip; when another instance
         has revoked the signer, the ring is re-read once (a managed ring has promoted a successor)."""
         ring = self.ring
+        if ring.signing is None and self.keys.managed:
+            ring = self.keys.refresh()  # a successor may have appeared since the ring was last read
         for attempt in range(2):
             key = ring.signing
             if key is None:

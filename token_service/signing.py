@@ -3,16 +3,19 @@ default) or the managed ring (shared through the store, private keys sealed unde
 rotation on a schedule and on demand, an immediate successor when the signing key is revoked).
 
 The verify path only calls ``ring()``: a cached value, re-read from the store at most every
-``REFRESH_SECONDS`` (statuses are derived from stored times, so an activation takes effect on every
+``TOKEN_SERVICE_SIGNING_KEY_REFRESH`` seconds (statuses are derived from stored times, so an activation takes effect on every
 instance at the same moment without a store read).
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import re
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Protocol
 
 from cryptography.hazmat.primitives import serialization
@@ -20,9 +23,9 @@ from cryptography.hazmat.primitives import serialization
 from token_service import ring as rules
 from token_service.clock import Clock
 from token_service.errors import Conflict
-from token_service.keys import Algorithm, KeyRing, SigningKey
+from token_service.keys import Algorithm, KeyMaterialError, KeyRing, SigningKey
 from token_service.sealing import seal, unseal
-from token_service.stores.base import SigningKeyStore, StoredSigningKey
+from token_service.stores.base import SigningKeyStore, StoredSigningKey, StoreUnavailable
 
 log = logging.getLogger("token_service.signing")
 REFRESH_SECONDS = 5.0
@@ -102,7 +105,7 @@ class ManagedKeys:
 
     def __init__(self, store: SigningKeyStore, kek: bytes, alg: Algorithm, clock: Clock, horizon: int,
                  activation_delay: int, rotation_period: int | None, seed: SigningKey | None = None,
-                 generate: Callable[[Algorithm], SigningKey] = SigningKey.generate):
+                 generate: Callable[[Algorithm], SigningKey] = SigningKey.generate, refresh_seconds: float = REFRESH_SECONDS):
         self._store = store
         self._kek = kek
         self._alg = alg
@@ -111,6 +114,7 @@ class ManagedKeys:
         self._delay = activation_delay
         self._period = rotation_period
         self._generate = generate
+        self._refresh_seconds = refresh_seconds
         self._lock = threading.Lock()
         self._stored: list[StoredSigningKey] = []
         self._opened: dict[str, SigningKey] = {}
@@ -160,7 +164,7 @@ class ManagedKeys:
     def states(self) -> list[rules.KeyState]:
         """See SigningKeys.states."""
         now = self._clock()
-        if now - self._loaded_at > REFRESH_SECONDS:
+        if now - self._loaded_at > self._refresh_seconds:
             self._load()
             self._tick(now)
         return rules.states([e.times for e in self._stored], now, self._horizon)
@@ -233,3 +237,110 @@ class ManagedKeys:
             self._load()
         else:
             self._add(self._generate(self._alg), now, now)
+
+
+class DirectoryKeys:
+    """A ring from a mounted directory (a Kubernetes secret, a config volume): every ``<T>.pem`` or
+    ``<T>-<label>.pem`` file is a key that activates at Unix time ``T``. The same rules as the managed
+    ring apply: a file whose time is ahead is ``next`` (published, not signing), the latest activated
+    one signs, earlier ones retire; the operator deletes a file once its key has left the JWKS. The
+    directory is re-read every few seconds, so adding a file needs no restart; revoked kids come from
+    the revocation store."""
+
+    managed = True  # the ring changes at run time: re-read it on an unknown kid or a revoked signer
+
+    def __init__(self, directory: str, alg: Algorithm, passphrase: str | None, clock: Clock, horizon: int,
+                 revoked: Callable[[list[str]], dict[str, int]], refresh_seconds: float = REFRESH_SECONDS):
+        self._dir = directory
+        self._alg = alg
+        self._passphrase = passphrase
+        self._clock = clock
+        self._horizon = horizon
+        self._revoked_lookup = revoked
+        self._refresh_seconds = refresh_seconds
+        self._files: dict[tuple[str, float], tuple[rules.KeyTimes, SigningKey]] = {}
+        self._times: list[rules.KeyTimes] = []
+        self._loaded_at = -1e18
+        self._forced_at = -1e18
+        self._load(strict=True)
+
+    def _load(self, strict: bool = False) -> None:
+        found: dict[tuple[str, float], tuple[rules.KeyTimes, SigningKey]] = {}
+        try:
+            entries = sorted(os.scandir(self._dir), key=lambda e: e.name)
+        except OSError as exc:
+            if strict:
+                raise RuntimeError(f"cannot read {self._dir!r} ({exc.strerror})") from None
+            log.error("signing key directory %s cannot be read; keeping the ring as it was", self._dir)
+            return
+        for entry in entries:
+            if entry.name.startswith(".") or not entry.is_file():
+                continue  # Kubernetes' ..data links and hidden files
+            match = re.fullmatch(r"([0-9]{1,12})(-[A-Za-z0-9._-]{1,64})?\.pem", entry.name)
+            if match is None:
+                if strict:
+                    raise RuntimeError(f"{entry.name!r} is not named <unix time>[-label].pem")
+                continue
+            stamp = (entry.name, entry.stat().st_mtime)
+            if stamp in self._files:
+                found[stamp] = self._files[stamp]
+                continue
+            try:
+                with open(entry.path, "rb") as fh:
+                    key = SigningKey.from_pem(fh.read(), self._alg, self._passphrase)
+            except (OSError, KeyMaterialError) as exc:
+                if strict:
+                    raise RuntimeError(f"{entry.name}: {exc}") from None
+                log.error("signing key file %s is unusable and is ignored", entry.name)
+                continue
+            activates = int(match.group(1))
+            found[stamp] = (rules.KeyTimes(key.kid, key.alg, activates, activates), key)
+        if strict and not found:
+            raise RuntimeError(f"{self._dir!r} holds no <unix time>[-label].pem key")
+        kids = [times.kid for times, _ in found.values()]
+        try:
+            revoked = self._revoked_lookup(kids) if kids else {}
+        except StoreUnavailable:
+            if strict:
+                raise
+            revoked = {t.kid: t.revoked_at for t in self._times if t.revoked_at is not None}
+        self._files = found
+        self._times = [replace(times, revoked_at=revoked.get(times.kid)) for times, _ in found.values()]
+        self._loaded_at = self._clock()
+
+    def states(self) -> list[rules.KeyState]:
+        """See SigningKeys.states."""
+        now = self._clock()
+        if now - self._loaded_at > self._refresh_seconds:
+            self._load()
+        return rules.states(self._times, now, self._horizon)
+
+    def ring(self) -> KeyRing:
+        """See SigningKeys.ring."""
+        current = self.states()
+        by_kid = {times.kid: key for times, key in self._files.values()}
+        return KeyRing(keys=tuple(by_kid[s.times.kid] for s in current), signing_kid=rules.signing_kid(current))
+
+    def refresh(self) -> KeyRing:
+        """See SigningKeys.refresh."""
+        now = self._clock()
+        if now - self._forced_at >= FORCED_REFRESH_GAP:
+            self._forced_at = now
+            self._load()
+        return self.ring()
+
+    def max_age(self, configured: int) -> int:
+        """See SigningKeys.max_age."""
+        return rules.jwks_max_age(configured, self.states(), self._clock())
+
+    def rotate(self) -> rules.KeyState:
+        """See SigningKeys.rotate: the directory is the operator's to change."""
+        raise Conflict(
+            "This ring is a mounted directory: add a key file named <unix time>.pem (at least the activation delay "
+            "ahead) to every instance's TOKEN_SERVICE_SIGNING_KEY_DIR; it is picked up without a restart."
+        )
+
+    def revoke(self, kid: str) -> None:
+        """See SigningKeys.revoke: the revocation entry is already stored; re-read so the next file signs."""
+        self._forced_at = -1e18
+        self.refresh()

@@ -517,7 +517,7 @@ def test_every_setting_has_a_parser() -> None:
         "oidc_group_grants": (), "adapter_options": {}, "oidc_scopes": None, "session_scopes": None,
         "oidc_issuer": None, "oidc_audience": None, "oidc_jwks_url": None, "session_url": None,
         "oidc_groups_claim": None, "session_personas_field": None, "session_scopes_field": None,
-        "signing_key_rotation": None, "signing_key_activation_delay": None,
+        "signing_key_rotation": None, "signing_key_activation_delay": None, "signing_key_dir": None,
     }
     for field_name in Settings.__dataclass_fields__:
         if field_name in samples:
@@ -546,5 +546,8 @@ def test_signing_key_rotation_presets() -> None:
 
 def test_activation_delay_defaults_to_twice_the_jwks_max_age_and_is_never_shorter_than_it() -> None:
     assert load_settings(env()).activation_delay == 600
-    assert load_settings(env(JWKS_MAX_AGE="100", SIGNING_KEY_ACTIVATION_DELAY="100")).activation_delay == 100
-    assert "SIGNING_KEY_ACTIVATION_DELAY" in config_error(env(JWKS_MAX_AGE="300", SIGNING_KEY_ACTIVATION_DELAY="299"))
+    assert load_settings(env(JWKS_MAX_AGE="100", SIGNING_KEY_ACTIVATION_DELAY="105")).activation_delay == 105
+    assert "SIGNING_KEY_ACTIVATION_DELAY" in config_error(env(JWKS_MAX_AGE="300", SIGNING_KEY_ACTIVATION_DELAY="304"))
+    # the instances re-read the ring every SIGNING_KEY_REFRESH seconds: that time counts too
+    assert load_settings(env(JWKS_MAX_AGE="2", SIGNING_KEY_ACTIVATION_DELAY="3", SIGNING_KEY_REFRESH="0.5")).activation_delay == 3
+    assert "SIGNING_KEY_REFRESH" in config_error(env(JWKS_MAX_AGE="2", SIGNING_KEY_ACTIVATION_DELAY="3"))
