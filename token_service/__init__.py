@@ -109,6 +109,8 @@ def create_app(settings: Settings | None = None, *, clock: Clock = system_clock,
         )
     keys = StaticKeys(ring.signing, int(clock())) if ring is not None and ring.signing else signing_keys(settings, stores, clock)
     service = TokenService(settings, stores, keys, chain, clock, audit)
+    if isinstance(keys, ManagedKeys):
+        keys.on_stage = lambda kid, status: service.record("signing_key.stage", f"{kid} {status}")
 
     app = Flask(__name__)
     app.json.sort_keys = False  # type: ignore[attr-defined]

@@ -121,6 +121,8 @@ class ManagedKeys:
         self._loaded_at = -1e18
         self._forced_at = -1e18
         self._cached: tuple[frozenset[tuple[str, str]], KeyRing] | None = None
+        self.on_stage: Callable[[str, str], None] | None = None
+        """Called once per deployment when a key becomes current, starts retiring or leaves the ring."""
         self._bootstrap(seed)
 
     # -- reading --------------------------------------------------------------------------------
@@ -179,8 +181,26 @@ class ManagedKeys:
             return cached[1]
         keys = tuple(self._opened[s.times.kid] for s in current)
         built = KeyRing(keys=keys, signing_kid=signing)
+        previous = self._cached
         self._cached = (shape, built)
+        if previous is not None:
+            self._report_stages(previous[0], shape)
         return built
+
+    def _report_stages(self, before: frozenset[tuple[str, str]], after: frozenset[tuple[str, str]]) -> None:
+        """Audit each stage change once for the whole deployment: the first instance to see it takes a lock."""
+        if self.on_stage is None:
+            return
+        left = {kid for kid, _ in before} - {kid for kid, _ in after}
+        changes = sorted(after - before) + [(kid, "removed") for kid in sorted(left)]
+        for kid, status in changes:
+            if status in ("next", "revoked"):
+                continue  # recorded by the operation that caused them (signing_key.rotate, signing_key.revoke)
+            try:
+                if self._store.acquire(f"stage:{kid}:{status}", self._horizon + 60):
+                    self.on_stage(kid, status)
+            except StoreUnavailable:
+                log.warning("stage change of %s to %s not audited: the store cannot be reached", kid, status)
 
     def refresh(self) -> KeyRing:
         """See SigningKeys.refresh."""

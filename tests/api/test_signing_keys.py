@@ -176,3 +176,27 @@ def test_signing_keys_need_an_admin_key(client, actions, path):
     assert_error(client.open(path, method=method), 401, "unauthorized")
     secret = actions.create_key("secret")["key"]
     assert_error(client.open(path, method=method, headers={"Authorization": f"Bearer {secret}"}), 403, "access_denied")
+
+
+def test_stage_changes_are_audited_once_for_the_deployment(managed, clock, shared_stores):
+    from tests.api.test_audit import Collect
+
+    sinks = [Collect(), Collect()]
+    apps = [Actions(create_app(managed, clock=clock, stores=shared_stores, audit=sink).test_client()) for sink in sinks]
+    for actions in apps:
+        ring(actions)  # each instance has seen the first key signing
+    [first] = ring(apps[0])
+    staged = apps[0].admin("POST", "/v1/admin/signing-keys/rotate").get_json()
+    clock.advance(600)
+    for actions in apps:
+        ring(actions)
+    clock.advance(HORIZON)
+    for actions in apps:
+        ring(actions)
+    events = [(e.action, e.target) for sink in sinks for e in sink.events if e.action.startswith("signing_key")]
+    assert sorted(events) == sorted([
+        ("signing_key.rotate", staged["kid"]),
+        ("signing_key.stage", f"{staged['kid']} current"),
+        ("signing_key.stage", f"{first} retiring"),
+        ("signing_key.stage", f"{first} removed"),
+    ])
