@@ -347,9 +347,10 @@ class TokenService:
 
     def signing_keys(self) -> list[dict[str, object]]:
         """The ring for the operator: every key with its status and times."""
+        states = self.keys.states(fresh=True)  # what the store holds now, not this instance's copy
         revoked = self.revoked_kids()
         entries = []
-        for state in self.keys.states():
+        for state in states:
             entry = state.to_dict()
             if state.times.kid in revoked:
                 entry["status"] = "revoked"
@@ -584,7 +585,12 @@ class TokenService:
     # -- discovery and health -------------------------------------------------------------------
 
     def jwks(self) -> dict[str, Any]:
-        """The JWKS: every key of the ring that has not been revoked."""
+        """The JWKS: every key of the ring that has not been revoked. Read from the store now: a cached copy could
+        miss a key staged or promoted elsewhere, and gateways keep this answer for its max-age."""
+        try:
+            self.keys.states(fresh=True)
+        except StoreUnavailable as exc:
+            raise _unavailable(exc) from None
         return self.ring.jwks(exclude=self.revoked_kids())
 
     def metadata(self) -> dict[str, Any]:

@@ -10,6 +10,7 @@ instance at the same moment without a store read).
 from __future__ import annotations
 
 import logging
+import math
 import os
 import re
 import threading
@@ -44,8 +45,8 @@ class SigningKeys(Protocol):
     def refresh(self) -> KeyRing:
         """Re-read the ring now (at most once a second); for an unknown kid or a revoked signer."""
 
-    def states(self) -> list[rules.KeyState]:
-        """Every key of the ring with its status, for the operator."""
+    def states(self, fresh: bool = False) -> list[rules.KeyState]:
+        """Every key of the ring with its status, for the operator (``fresh``: re-read from the store first)."""
 
     def max_age(self, configured: int) -> int:
         """The JWKS max-age to send now."""
@@ -74,7 +75,7 @@ class StaticKeys:
         """See SigningKeys.refresh."""
         return self._ring
 
-    def states(self) -> list[rules.KeyState]:
+    def states(self, fresh: bool = False) -> list[rules.KeyState]:
         """See SigningKeys.states."""
         return [rules.KeyState(self._times, "current", None, None)]
 
@@ -163,10 +164,10 @@ class ManagedKeys:
             raise RuntimeError(f"signing key {entry.times.kid} does not match its kid")
         return key
 
-    def states(self) -> list[rules.KeyState]:
+    def states(self, fresh: bool = False) -> list[rules.KeyState]:
         """See SigningKeys.states."""
         now = self._clock()
-        if now - self._loaded_at > self._refresh_seconds:
+        if fresh or now - self._loaded_at > self._refresh_seconds:
             self._load()
             self._tick(now)
         return rules.states([e.times for e in self._stored], now, self._horizon)
@@ -229,7 +230,8 @@ class ManagedKeys:
         now = self._clock()
         if any(s.status == "next" for s in rules.states([e.times for e in self._stored], now, self._horizon)):
             raise Conflict("A rotation is already staged: its key is listed with status next.")
-        return self._add(self._generate(self._alg), int(now), int(now) + self._delay)
+        # Rounded up: a key staged at N.9 s must not sign before the whole delay has passed.
+        return self._add(self._generate(self._alg), int(now), math.ceil(now) + self._delay)
 
     def _tick(self, now: float) -> None:
         """Scheduled rotation: one instance (holding a short lock) stages the next key when it is due."""
@@ -328,10 +330,10 @@ class DirectoryKeys:
         self._times = [replace(times, revoked_at=revoked.get(times.kid)) for times, _ in found.values()]
         self._loaded_at = self._clock()
 
-    def states(self) -> list[rules.KeyState]:
+    def states(self, fresh: bool = False) -> list[rules.KeyState]:
         """See SigningKeys.states."""
         now = self._clock()
-        if now - self._loaded_at > self._refresh_seconds:
+        if fresh or now - self._loaded_at > self._refresh_seconds:
             self._load()
         return rules.states(self._times, now, self._horizon)
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 import secrets
 from typing import Any
 
@@ -69,7 +70,8 @@ def test_a_routine_rotation_goes_through_every_stage(managed, clock, shared_stor
     staged = actions.admin("POST", "/v1/admin/signing-keys/rotate")
     assert staged.status_code == 201, staged.get_json()
     new = staged.get_json()
-    assert new["status"] == "next" and new["activates_at"] == int(clock()) + 600  # twice the JWKS max-age
+    assert new["status"] == "next" and new["activates_at"] == math.ceil(clock()) + 600  # twice the JWKS max-age, whole
+    clock.advance(new["activates_at"] - 600 - clock())  # the rest of this second: the delay counts from the next one
     assert ring(actions)[first]["retires_at"] == new["activates_at"]
     published, max_age = jwks(actions)
     assert published == {first, new["kid"]}
@@ -126,7 +128,7 @@ def test_instances_agree_on_the_signer_and_follow_a_compromise(managed, clock, s
     secret = a.create_key("secret")["key"]
     assert kid_of(a.token(secret)) == kid_of(b.token(secret))
     staged = a.admin("POST", "/v1/admin/signing-keys/rotate").get_json()
-    clock.advance(600)
+    clock.advance(601)
     assert kid_of(a.token(secret)) == kid_of(b.token(secret)) == staged["kid"]
     # a compromise through a: b signs with the successor on its next mint, and verifies a's new tokens
     assert a.revoke(kid=staged["kid"]).status_code == 201
@@ -154,7 +156,7 @@ def test_rotation_runs_on_its_schedule(managed, clock, shared_stores):
     clock.advance(20)
     entries = ring(actions)
     [staged] = [kid for kid in entries if kid != first]
-    assert entries[staged]["status"] == "next" and entries[staged]["activates_at"] == int(clock()) + 600
+    assert entries[staged]["status"] == "next" and entries[staged]["activates_at"] == math.ceil(clock()) + 600
 
 
 def test_a_mounted_key_seeds_an_empty_managed_ring(settings, clock):
@@ -187,7 +189,7 @@ def test_stage_changes_are_audited_once_for_the_deployment(managed, clock, share
         ring(actions)  # each instance has seen the first key signing
     [first] = ring(apps[0])
     staged = apps[0].admin("POST", "/v1/admin/signing-keys/rotate").get_json()
-    clock.advance(600)
+    clock.advance(601)
     for actions in apps:
         ring(actions)
     clock.advance(HORIZON)

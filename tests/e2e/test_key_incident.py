@@ -214,7 +214,8 @@ def test_a_routine_rotation_as_the_runbook_says(pair: tuple[Instance, Instance],
 
 
 def test_every_runbook_block_is_run_by_these_tests() -> None:
-    """A new block in the runbook needs a step here; a renamed one fails loudly."""
-    assert set(runbook_blocks()) == {
+    """A new block in the runbook needs a step here; a renamed one fails loudly. (The ``signing-`` blocks are
+    test_signing_key_incident.py's.)"""
+    assert {name for name in runbook_blocks() if not name.startswith("signing-")} == {
         "helpers", "leak-report", "leak-revoke-tokens", "leak-replace", "leak-audit", "rotate", "rotate-check", "rotate-delete",
     }
