@@ -50,3 +50,14 @@ def test_the_default_sink_writes_one_json_line_per_event(settings, clock, caplog
     lines = [json.loads(r.getMessage()) for r in caplog.records if r.name == "token_service.audit" and r.getMessage().startswith("{")]
     assert lines and lines[0]["action"] == "api_key.create" and lines[0]["actor"] == "bootstrap"
     assert set(lines[0]) == {"at", "actor", "address", "action", "target", "outcome"}
+
+
+def test_the_first_use_of_an_expired_key_is_audited_once(settings, clock):
+    sink = Collect()
+    actions = Actions(create_app(settings, clock=clock, audit=sink).test_client())
+    created = actions.create_key("secret", expires_at=int(clock()) + 60)
+    clock.advance(61)
+    for _ in range(3):
+        actions.mint(created["key"], expect=401)
+    expired = [e for e in sink.events if e.action == "api_key.expired"]
+    assert [(e.target, e.outcome) for e in expired] == [(created["id"], "refused")]

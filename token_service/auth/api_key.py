@@ -37,6 +37,7 @@ class ApiKeyAdapter:
         self._bootstrap = hashlib.sha256(bootstrap_key.encode()).digest() if bootstrap_key else None
         self._revoke_from_browsers = revoke_from_browsers
         self._audit = audit
+        self._expired_seen: set[str] = set()  # one api_key.expired record per key and process
 
     def authenticate(self, request: AuthRequest) -> Principal | None:
         """See AuthAdapter.authenticate."""
@@ -59,6 +60,10 @@ class ApiKeyAdapter:
             raise AuthenticationFailed("The API key is not valid.")
         now = self._clock()
         if not key.usable(now):
+            if key.revoked_at is None and self._audit is not None and key.id not in self._expired_seen:
+                # The first use after its expiry: the moment an operator learns that something still holds it.
+                self._expired_seen.add(key.id)
+                self._audit("api_key.expired", key.id, Actor("expiry", request.remote_addr), "refused")
             raise AuthenticationFailed("The API key has expired or been revoked.")
         if key.type != "public" and request.from_browser:
             # A secret or admin key in a browser is a leaked key: refuse it, and by default revoke it.
