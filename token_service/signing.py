@@ -99,7 +99,36 @@ def _private_der(key: SigningKey) -> bytes:
     return key.private_key.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
 
 
-class ManagedKeys:
+class _ReloadingRing:
+    """What the managed and directory rings share: a forced re-read at most once a second, and the
+    JWKS max-age derived from the ring's next stage change."""
+
+    _clock: Clock
+    _forced_at: float
+
+    def _load(self) -> None:
+        raise NotImplementedError
+
+    def ring(self) -> KeyRing:
+        raise NotImplementedError
+
+    def states(self, fresh: bool = False) -> list[rules.KeyState]:
+        raise NotImplementedError
+
+    def refresh(self) -> KeyRing:
+        """See SigningKeys.refresh."""
+        now = self._clock()
+        if now - self._forced_at >= FORCED_REFRESH_GAP:
+            self._forced_at = now
+            self._load()
+        return self.ring()
+
+    def max_age(self, configured: int) -> int:
+        """See SigningKeys.max_age."""
+        return rules.jwks_max_age(configured, self.states(), self._clock())
+
+
+class ManagedKeys(_ReloadingRing):
     """The shared, rotating ring."""
 
     managed = True
@@ -203,17 +232,6 @@ class ManagedKeys:
             except StoreUnavailable:
                 log.warning("stage change of %s to %s not audited: the store cannot be reached", kid, status)
 
-    def refresh(self) -> KeyRing:
-        """See SigningKeys.refresh."""
-        now = self._clock()
-        if now - self._forced_at >= FORCED_REFRESH_GAP:
-            self._forced_at = now
-            self._load()
-        return self.ring()
-
-    def max_age(self, configured: int) -> int:
-        """See SigningKeys.max_age."""
-        return rules.jwks_max_age(configured, self.states(), self._clock())
 
     # -- changing -------------------------------------------------------------------------------
 
@@ -261,7 +279,7 @@ class ManagedKeys:
             self._add(self._generate(self._alg), now, now)
 
 
-class DirectoryKeys:
+class DirectoryKeys(_ReloadingRing):
     """A ring from a mounted directory (a Kubernetes secret, a config volume): every ``<T>.pem`` or
     ``<T>-<label>.pem`` file is a key that activates at Unix time ``T``. The same rules as the managed
     ring apply: a file whose time is ahead is ``next`` (published, not signing), the latest activated
@@ -343,17 +361,6 @@ class DirectoryKeys:
         by_kid = {times.kid: key for times, key in self._files.values()}
         return KeyRing(keys=tuple(by_kid[s.times.kid] for s in current), signing_kid=rules.signing_kid(current))
 
-    def refresh(self) -> KeyRing:
-        """See SigningKeys.refresh."""
-        now = self._clock()
-        if now - self._forced_at >= FORCED_REFRESH_GAP:
-            self._forced_at = now
-            self._load()
-        return self.ring()
-
-    def max_age(self, configured: int) -> int:
-        """See SigningKeys.max_age."""
-        return rules.jwks_max_age(configured, self.states(), self._clock())
 
     def rotate(self) -> rules.KeyState:
         """See SigningKeys.rotate: the directory is the operator's to change."""
