@@ -41,11 +41,12 @@ def signing_keys(settings: Settings, stores: Stores, clock: Clock) -> SigningKey
     """The ring's source: managed under the KEK (seeded by a mounted key when empty), else the mounted key,
     else (embedded default only) a key generated now."""
     mounted = mounted_key(settings)
-    if settings.signing_key_dir:
-        def revoked(kids: list[str]) -> dict[str, int]:
-            markers = stores.revocations.lookup([("kid", kid) for kid in kids])
-            return {kid: m.revoked_at for kid, m in zip(kids, markers, strict=True) if m is not None}
 
+    def revoked(kids: list[str]) -> dict[str, int]:
+        markers = stores.revocations.lookup([("kid", kid) for kid in kids])
+        return {kid: m.revoked_at for kid, m in zip(kids, markers, strict=True) if m is not None}
+
+    if settings.signing_key_dir:
         try:
             return DirectoryKeys(settings.signing_key_dir, settings.signing_alg, settings.signing_key_passphrase,  # type: ignore[arg-type]
                                  clock, settings.revocation_horizon, revoked, settings.signing_key_refresh)
@@ -59,6 +60,7 @@ def signing_keys(settings: Settings, stores: Stores, clock: Clock) -> SigningKey
                 stores.signing_keys, settings.key_encryption_key, settings.signing_alg, clock,  # type: ignore[arg-type]
                 horizon=settings.revocation_horizon, activation_delay=settings.activation_delay,
                 rotation_period=settings.signing_key_rotation, seed=mounted, refresh_seconds=settings.signing_key_refresh,
+                revoked=revoked,
             )
         except StoreUnavailable as exc:
             raise ConfigError(f"TOKEN_SERVICE_REDIS_URL: cannot read the managed key ring at start-up ({exc})") from None

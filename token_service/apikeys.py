@@ -118,6 +118,8 @@ class ApiKey:
     revoked_at: int | None = None
     last_used_at: int | None = None
     rotated_from: str | None = None
+    rotated_to: str | None = None
+    """Set on a key that has been rotated: the id of its successor (a key is rotated once)."""
     sealed: bytes | None = field(default=None, repr=False)
     """Secret keys only, when a key-encryption key is configured: the text, sealed (for signed requests)."""
 

@@ -11,7 +11,9 @@ same record computes the same answer at the same moment):
   ``activates_at``); it verifies until every token it signed has expired
   (``retires_at + max_ttl + skew``), then leaves the ring and the JWKS.
 - ``revoked``: compromised. Never signs or appears in the JWKS again; it stays in the ring (as a
-  revoked key, for the operator's verdicts) until its tokens would have expired.
+  revoked key, for the operator's verdicts) until its tokens would have expired. A revoked key that
+  had signed still counts as the successor of the key before it: revoking the signer never brings an
+  older key back.
 """
 
 from __future__ import annotations
@@ -57,10 +59,19 @@ class KeyState:
 
 def states(keys: Sequence[KeyTimes], now: float, horizon: int) -> list[KeyState]:
     """Every key still in the ring at ``now``, oldest activation first. ``horizon`` = max TTL + skew."""
-    live = sorted((k for k in keys if k.revoked_at is None), key=lambda k: (k.activates_at, k.created_at, k.kid))
+    def order(k: KeyTimes) -> tuple[int, int, str]:
+        return (k.activates_at, k.created_at, k.kid)
+
+    live = sorted((k for k in keys if k.revoked_at is None), key=order)
+    # A revoked key that did sign still replaced its predecessor: that one must never sign again.
+    signed = sorted((k for k in keys if k.revoked_at is None or k.activates_at <= k.revoked_at), key=order)
     result: list[KeyState] = []
-    for index, key in enumerate(live):
-        successor = live[index + 1].activates_at if index + 1 < len(live) else None
+    for key in live:
+        # a revoked key replaced only keys that activated strictly before it (a successor added in the
+        # second of the revocation activates at the same second and must not count as replaced)
+        later = [k.activates_at for k in signed
+                 if (order(k) > order(key) if k.revoked_at is None else k.activates_at > key.activates_at)]
+        successor = later[0] if later else None
         if key.activates_at > now:
             status: KeyStatus = "next"
         elif successor is None or successor > now:

@@ -182,20 +182,24 @@ class TokenService:
         """The signing key and the new token's watermarks, in one store round trip; when another instance
         has revoked the signer, the ring is re-read once (a managed ring has promoted a successor)."""
         ring = self.ring
-        if ring.signing is None and self.keys.managed:
-            ring = self.keys.refresh()  # a successor may have appeared since the ring was last read
         for attempt in range(2):
             key = ring.signing
-            if key is None:
-                raise TemporarilyUnavailable("No signing key is available.")
-            try:
-                markers = self.stores.revocations.lookup((*mint_targets(subject, persona_id, client_id), ("kid", key.kid)))
-            except StoreUnavailable as exc:
-                raise _unavailable(exc) from None
-            if markers[-1] is None:
-                return key, markers[:-1]
-            if attempt == 0 and self.keys.managed:
-                ring = self.keys.refresh()
+            if key is not None:
+                try:
+                    markers = self.stores.revocations.lookup((*mint_targets(subject, persona_id, client_id), ("kid", key.kid)))
+                except StoreUnavailable as exc:
+                    raise _unavailable(exc) from None
+                if markers[-1] is None:
+                    return key, markers[:-1]
+            if attempt == 1 or not self.keys.managed:
+                break
+            ring = self.keys.refresh()  # another instance may have promoted a successor
+            if ring.signing is None or (key is not None and ring.signing.kid == key.kid):
+                try:  # nobody did (a revocation was interrupted, or this ring has no signer): repair it
+                    self.keys.ensure_signer()
+                except StoreUnavailable as exc:
+                    raise _unavailable(exc) from None
+                ring = self.keys.refresh(force=True)
         if self.keys.managed:
             raise TemporarilyUnavailable("The signing key has been revoked and no successor is available yet; retry shortly.")
         raise TemporarilyUnavailable(
@@ -321,7 +325,7 @@ class TokenService:
         else:
             if not isinstance(value, str) or not value:
                 raise InvalidRequest("kid must be a non-empty string.")
-            if self.ring.get(value) is None:
+            if self.ring.get(value) is None and self.keys.refresh().get(value) is None:
                 raise NotFound("No signing key has this kid.")
             kind = "kid"
         entry = Revocation(
@@ -389,7 +393,15 @@ class TokenService:
             raise _unavailable(exc) from None
 
     def lift_revocation(self, revocation_id: str, actor: Actor = SYSTEM_ACTOR) -> None:
-        """Lift a revocation made by mistake; NotFound when there is none in force with this id."""
+        """Lift a revocation made by mistake; NotFound when there is none in force with this id. A signing
+        key taken out of a managed ring stays out (Conflict): its successor signs, and trusting the
+        compromised key again would accept tokens forged with it."""
+        try:
+            entry = self.stores.revocations.get(revocation_id)
+        except StoreUnavailable as exc:
+            raise _unavailable(exc) from None
+        if entry is not None and entry.type == "kid" and self.keys.managed:
+            raise Conflict("A revoked signing key cannot be restored: its successor signs. Rotate if another key is wanted.")
         try:
             lifted = self.stores.revocations.lift(revocation_id)
         except StoreUnavailable as exc:
@@ -520,9 +532,12 @@ class TokenService:
                 raise NotFound("No API key has this id.")
             if not old.usable(now):
                 raise Conflict("This key is revoked or expired: create a new key instead of rotating it.")
-            template = replace(old, created_at=int(now), rotated_from=old.id)
+            if old.rotated_to is not None:
+                # Its expiry is already the grace's end; a second successor would inherit that short expiry.
+                raise Conflict(f"This key was already rotated to {old.rotated_to}: rotate that key instead.")
+            template = replace(old, created_at=int(now), rotated_from=old.id, rotated_to=None)
             record, text = self._store_new_key(template)
-            self.stores.api_keys.set_expiry(old.id, int(now) + grace)
+            self.stores.api_keys.set_expiry(old.id, int(now) + grace, successor=record.id)
         except StoreUnavailable as exc:
             raise _unavailable(exc) from None
         self.record("api_key.rotate", f"{old.id} -> {record.id}", actor)

@@ -42,8 +42,11 @@ class SigningKeys(Protocol):
     def ring(self) -> KeyRing:
         """The ring at this moment (cheap; may be up to a few seconds behind the store)."""
 
-    def refresh(self) -> KeyRing:
-        """Re-read the ring now (at most once a second); for an unknown kid or a revoked signer."""
+    def refresh(self, force: bool = False) -> KeyRing:
+        """Re-read the ring now (at most once a second unless ``force``); for an unknown kid or a revoked signer."""
+
+    def ensure_signer(self) -> bool:
+        """Make sure a key signs now, repairing the ring if it can; False when it cannot (static rings)."""
 
     def states(self, fresh: bool = False) -> list[rules.KeyState]:
         """Every key of the ring with its status, for the operator (``fresh``: re-read from the store first)."""
@@ -71,9 +74,13 @@ class StaticKeys:
         """See SigningKeys.ring."""
         return self._ring
 
-    def refresh(self) -> KeyRing:
+    def refresh(self, force: bool = False) -> KeyRing:
         """See SigningKeys.refresh."""
         return self._ring
+
+    def ensure_signer(self) -> bool:
+        """See SigningKeys.ensure_signer: a static ring cannot repair itself."""
+        return False
 
     def states(self, fresh: bool = False) -> list[rules.KeyState]:
         """See SigningKeys.states."""
@@ -115,10 +122,10 @@ class _ReloadingRing:
     def states(self, fresh: bool = False) -> list[rules.KeyState]:
         raise NotImplementedError
 
-    def refresh(self) -> KeyRing:
+    def refresh(self, force: bool = False) -> KeyRing:
         """See SigningKeys.refresh."""
         now = self._clock()
-        if now - self._forced_at >= FORCED_REFRESH_GAP:
+        if force or now - self._forced_at >= FORCED_REFRESH_GAP:
             self._forced_at = now
             self._load()
         return self.ring()
@@ -135,6 +142,7 @@ class ManagedKeys(_ReloadingRing):
 
     def __init__(self, store: SigningKeyStore, kek: bytes, alg: Algorithm, clock: Clock, horizon: int,
                  activation_delay: int, rotation_period: int | None, seed: SigningKey | None = None,
+                 revoked: Callable[[list[str]], dict[str, int]] = lambda kids: {},
                  generate: Callable[[Algorithm], SigningKey] = SigningKey.generate, refresh_seconds: float = REFRESH_SECONDS):
         self._store = store
         self._kek = kek
@@ -145,6 +153,7 @@ class ManagedKeys(_ReloadingRing):
         self._period = rotation_period
         self._generate = generate
         self._refresh_seconds = refresh_seconds
+        self._revoked = revoked
         self._lock = threading.Lock()
         self._stored: list[StoredSigningKey] = []
         self._opened: dict[str, SigningKey] = {}
@@ -161,18 +170,14 @@ class ManagedKeys(_ReloadingRing):
         self._load()
         if self._stored:
             return
-        if self._store.acquire("ring-bootstrap", 30):
-            now = int(self._clock())
-            key = seed or self._generate(self._alg)
-            self._add(key, now, now)
-            log.warning("managed key ring was empty: %s key %s signs from now", "the mounted" if seed else "a new", key.kid)
-        else:  # another instance is creating the first key: wait for it briefly
-            for _ in range(50):
-                time.sleep(0.1)
-                self._load()
-                if self._stored:
-                    return
-        self._load()
+        if seed is not None and self._revoked([seed.kid]):
+            log.warning("the mounted key %s has been revoked: the managed ring starts with a new key instead", seed.kid)
+            seed = None
+        for _ in range(50):
+            if self.ensure_signer(seed):
+                return
+            time.sleep(0.1)  # another instance holds the lock: it is creating the first key
+        log.error("the managed key ring has no signing key yet; minting answers 503 until one is added")
 
     def _load(self) -> None:
         stored = self._store.all()
@@ -242,41 +247,68 @@ class ManagedKeys(_ReloadingRing):
         self._load()
         return next(s for s in rules.states([e.times for e in self._stored], self._clock(), self._horizon) if s.times.kid == key.kid)
 
+    def _now_states(self) -> list[rules.KeyState]:
+        return rules.states([e.times for e in self._stored], self._clock(), self._horizon)
+
     def rotate(self) -> rules.KeyState:
-        """See SigningKeys.rotate: the new key signs after the activation delay."""
-        self._load()
-        now = self._clock()
-        if any(s.status == "next" for s in rules.states([e.times for e in self._stored], now, self._horizon)):
-            raise Conflict("A rotation is already staged: its key is listed with status next.")
-        # Rounded up: a key staged at N.9 s must not sign before the whole delay has passed.
-        return self._add(self._generate(self._alg), int(now), math.ceil(now) + self._delay)
+        """See SigningKeys.rotate: the new key signs after the activation delay. One rotation at a time
+        across the deployment (a short lock, then the check for a staged key on fresh data)."""
+        if not self._store.acquire("ring-change", 10):
+            raise Conflict("Another change of the signing-key ring is in progress; retry in a few seconds.")
+        try:
+            self._load()
+            if any(s.status == "next" for s in self._now_states()):
+                raise Conflict("A rotation is already staged: its key is listed with status next.")
+            now = self._clock()
+            # Rounded up: a key staged at N.9 s must not sign before the whole delay has passed.
+            return self._add(self._generate(self._alg), int(now), math.ceil(now) + self._delay)
+        finally:
+            self._store.release("ring-change")
 
     def _tick(self, now: float) -> None:
-        """Scheduled rotation: one instance (holding a short lock) stages the next key when it is due."""
-        current = rules.states([e.times for e in self._stored], now, self._horizon)
-        if rules.rotation_due(current, now, self._period) and self._store.acquire("rotate", 60):
+        """Scheduled rotation: one instance stages the next key when it is due."""
+        if rules.rotation_due(self._now_states(), now, self._period):
             try:
                 state = self.rotate()
                 log.warning("scheduled rotation staged key %s; it signs from %d", state.times.kid, state.times.activates_at)
             except Conflict:
                 pass
 
-    def revoke(self, kid: str) -> None:
-        """See SigningKeys.revoke: a staged successor is promoted now, or a fresh key signs at once."""
-        now = int(self._clock())
-        before = rules.states([e.times for e in self._store.all()], now, self._horizon)
-        was_signing = rules.signing_kid(before) == kid
-        if self._store.update(kid, revoked_at=now) is None:
-            return
-        self._load()
-        if not was_signing:
-            return
-        staged = sorted((s for s in before if s.status == "next"), key=lambda s: s.times.activates_at)
-        if staged:
-            self._store.update(staged[0].times.kid, activates_at=now)
+    def ensure_signer(self, seed: SigningKey | None = None) -> bool:  # noqa: D417
+        """Make sure a key signs now: promote the earliest staged key, or add ``seed`` or a fresh key that
+        signs at once. Idempotent and serialised across the deployment; False when another instance
+        holds the lock (it is doing the same)."""
+        if not self._store.acquire("ring-change", 10):
+            return False
+        try:
             self._load()
-        else:
-            self._add(self._generate(self._alg), now, now)
+            current = self._now_states()
+            if rules.signing_kid(current) is not None:
+                return True
+            now = int(self._clock())
+            staged = sorted((s for s in current if s.status == "next"), key=lambda s: s.times.activates_at)
+            if staged:
+                self._store.update(staged[0].times.kid, activates_at=now)
+                self._load()
+                log.warning("the managed key ring had no signing key: the staged key %s signs from now", staged[0].times.kid)
+            else:
+                key = seed or self._generate(self._alg)
+                self._add(key, now, now)
+                log.warning("the managed key ring had no signing key: %s %s signs from now",
+                            "the mounted key" if seed is not None else "a new key", key.kid)
+            return True
+        finally:
+            self._store.release("ring-change")
+
+    def revoke(self, kid: str) -> None:
+        """See SigningKeys.revoke: mark it revoked, then make sure a key signs (a staged key is promoted,
+        or a fresh key signs at once). Safe to repeat after a partial failure."""
+        self._store.update(kid, revoked_at=int(self._clock()))
+        self._load()
+        for _ in range(50):
+            if self.ensure_signer():
+                return
+            time.sleep(0.1)
 
 
 class DirectoryKeys(_ReloadingRing):
@@ -368,6 +400,10 @@ class DirectoryKeys(_ReloadingRing):
             "This ring is a mounted directory: add a key file named <unix time>.pem (at least the activation delay "
             "ahead) to every instance's TOKEN_SERVICE_SIGNING_KEY_DIR; it is picked up without a restart."
         )
+
+    def ensure_signer(self) -> bool:
+        """See SigningKeys.ensure_signer: the directory is the operator's to change."""
+        return False
 
     def revoke(self, kid: str) -> None:
         """See SigningKeys.revoke: the revocation entry is already stored; re-read so the next file signs."""

@@ -146,12 +146,17 @@ def test_an_earlier_expiry_is_never_extended(actions, clock):
     assert new["expires_at"] == int(clock()) + 100
 
 
-def test_rotating_again_during_the_grace_keeps_the_shortest_expiry(actions, clock):
-    old = actions.create_key("secret")
+def test_a_key_is_rotated_once_and_its_successor_keeps_the_original_expiry(actions, clock):
+    """Rotating the old key again during its grace would give a second successor the grace's short expiry."""
+    old = actions.create_key("secret", expires_at=int(clock()) + 30 * 86400)
     first = rotated(actions, old["id"], {"grace_seconds": 60})
-    second = rotated(actions, old["id"], {"grace_seconds": 3600})
-    assert first["id"] != second["id"] and second["rotated_from"] == old["id"]
+    assert first["expires_at"] == old["expires_at"]
+    with store_unchanged(actions):
+        body = assert_error(rotate(actions, old["id"], {"grace_seconds": 3600}), 409, "conflict")
+    assert first["id"] in body["error_description"]
     assert record(actions, old["id"])["expires_at"] == int(clock()) + 60
+    second = rotated(actions, first["id"])
+    assert second["expires_at"] == old["expires_at"]
 
 
 def test_a_rotated_key_can_be_rotated_in_turn(actions):

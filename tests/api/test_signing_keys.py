@@ -202,3 +202,50 @@ def test_stage_changes_are_audited_once_for_the_deployment(managed, clock, share
         ("signing_key.stage", f"{first} retiring"),
         ("signing_key.stage", f"{first} removed"),
     ])
+
+
+def test_revoking_the_signer_never_brings_back_a_retired_key(managed, clock, shared_stores):
+    actions = make(managed, clock, shared_stores)
+    secret = actions.create_key("secret")["key"]
+    [retired] = ring(actions)
+    staged = actions.admin("POST", "/v1/admin/signing-keys/rotate").get_json()
+    clock.advance(601 + HORIZON)
+    assert set(ring(actions)) == {staged["kid"]}
+    assert actions.revoke(kid=staged["kid"]).status_code == 201
+    kid = kid_of(actions.token(secret))
+    assert kid not in (retired, staged["kid"])
+    assert jwks(actions)[0] == {kid}
+
+
+def test_minting_repairs_a_ring_whose_revocation_was_interrupted(managed, clock, shared_stores):
+    """The store failed between marking the signer revoked and adding its successor: the next mint repairs it."""
+    from token_service.revocation import Revocation
+
+    app = create_app(managed, clock=clock, stores=shared_stores)
+    actions = Actions(app.test_client())
+    secret = actions.create_key("secret")["key"]
+    service = app.extensions["token_service"]
+    [kid] = ring(actions)
+    now = int(clock())
+    service.stores.revocations.add(Revocation("rev_interrupted", "kid", kid, None, now, None))
+    service.stores.signing_keys.update(kid, revoked_at=now)  # ...and nothing more happened
+    assert kid_of(actions.token(secret)) != kid
+
+
+def test_a_revoked_mounted_key_does_not_seed_a_managed_ring(settings, clock, shared_stores):
+    static = make(settings, clock, shared_stores)
+    [leaked] = ring(static)
+    assert static.revoke(kid=leaked).status_code == 201
+    managed = make(with_settings(settings, key_encryption_key=KEK), clock, shared_stores)  # the file is still mounted
+    secret = managed.create_key("secret")["key"]
+    assert kid_of(managed.token(secret)) != leaked
+    assert leaked not in jwks(managed)[0]
+
+
+def test_a_revoked_signing_key_of_a_managed_ring_cannot_be_restored(managed, clock, shared_stores):
+    actions = make(managed, clock, shared_stores)
+    [kid] = ring(actions)
+    entry = actions.revoke(kid=kid).get_json()
+    body = assert_error(actions.admin("DELETE", f"/v1/admin/revocations/{entry['id']}"), 409, "conflict")
+    assert "cannot be restored" in body["error_description"]
+    assert kid not in jwks(actions)[0]

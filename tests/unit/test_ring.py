@@ -56,3 +56,20 @@ def test_rotation_is_due_when_the_signer_is_older_than_the_period_and_nothing_is
     assert not rotation_due(states([A, B], 650, H), 650, 100)  # a successor is staged
     assert not rotation_due(states([A], 10**9, H), 10**9, None)  # schedule off
     assert rotation_due([], 0, None)  # no signer at all
+
+
+def test_revoking_the_signer_never_brings_its_predecessor_back():
+    revoked_b = KeyTimes("b", "ES256", 100, 700, revoked_at=2000)
+    assert statuses([A, revoked_b], 2001) == {"b": "revoked"}  # a is gone for good: no signer until a successor
+    assert signing_kid(states([A, revoked_b], 2001, H)) is None
+
+
+def test_a_staged_key_revoked_before_it_signed_does_not_retire_the_signer():
+    staged_then_revoked = KeyTimes("b", "ES256", 100, 700, revoked_at=600)
+    assert statuses([A, staged_then_revoked], 800) == {"a": "current", "b": "revoked"}
+
+
+def test_a_successor_added_in_the_second_of_the_revocation_signs():
+    revoked_first = KeyTimes("zz", "ES256", 0, 0, revoked_at=0)
+    fresh = KeyTimes("aa", "ES256", 0, 0)  # same second; sorts before the revoked key by kid
+    assert statuses([revoked_first, fresh], 0.5) == {"aa": "current", "zz": "revoked"}

@@ -66,9 +66,10 @@ class ApiKeyStore(Protocol):
         """Record that the key was used at ``at``; True when this is its first recorded use (it had no
         ``last_used_at``: decided atomically, so one caller only sees it), False otherwise or when unknown."""
 
-    def set_expiry(self, key_id: str, expires_at: int) -> ApiKey | None:
+    def set_expiry(self, key_id: str, expires_at: int, successor: str | None = None) -> ApiKey | None:
         """Bring the key's ``expires_at`` forward to ``expires_at``, never later than an earlier one it has
-        (a key is never extended), its public origins with it (atomic); the updated record, None if unknown."""
+        (a key is never extended), its public origins with it, and record its ``successor`` when given
+        (atomic); the updated record, None if unknown."""
 
     def origin_known(self, origin: str, now: float) -> bool:
         """True when a public key neither revoked nor expired at ``now`` lists ``origin`` (for CORS preflights)."""
@@ -103,6 +104,9 @@ class SigningKeyStore(Protocol):
 
     def acquire(self, name: str, ttl: int) -> bool:
         """Take the named lock for ``ttl`` seconds; False when another holder has it (no wait)."""
+
+    def release(self, name: str) -> None:
+        """Give the named lock back before its time (the holder only)."""
 
 
 class RateLimitStore(Protocol):

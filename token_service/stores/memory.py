@@ -143,7 +143,7 @@ class MemoryApiKeyStore:
             self._keys[key_id] = (found[0], found[1].with_last_used(at))
             return found[1].last_used_at is None
 
-    def set_expiry(self, key_id: str, expires_at: int) -> ApiKey | None:
+    def set_expiry(self, key_id: str, expires_at: int, successor: str | None = None) -> ApiKey | None:
         """See ApiKeyStore.set_expiry (origin_known reads the records, so the origins follow)."""
         with self._lock:
             found = self._keys.get(key_id)
@@ -152,7 +152,9 @@ class MemoryApiKeyStore:
             seq, key = found
             if key.expires_at is None or expires_at < key.expires_at:
                 key = replace(key, expires_at=expires_at)
-                self._keys[key_id] = (seq, key)
+            if successor is not None:
+                key = replace(key, rotated_to=successor)
+            self._keys[key_id] = (seq, key)
             return key
 
     def origin_known(self, origin: str, now: float) -> bool:
@@ -225,6 +227,11 @@ class MemorySigningKeyStore:
                 return False
             self._locks[name] = now + ttl
             return True
+
+    def release(self, name: str) -> None:
+        """See SigningKeyStore.release."""
+        with self._lock:
+            self._locks.pop(name, None)
 
 
 class MemoryRateLimitStore:

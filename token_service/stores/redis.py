@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import math
+import secrets
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
@@ -130,6 +131,7 @@ return 1 + first
 
 _KEY_SET_EXPIRY = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+if ARGV[3] ~= '' then redis.call('HSET', KEYS[1], 'rotated_to', ARGV[3]) end
 local at = tonumber(ARGV[1])
 local current = redis.call('HGET', KEYS[1], 'expires_at')
 if current and current ~= 'null' and tonumber(current) < at then return 1 end
@@ -295,6 +297,7 @@ class RedisApiKeyStore:
             revoked_at=int(text["revoked_at"]) if "revoked_at" in text else None,
             last_used_at=int(text["last_used_at"]) if "last_used_at" in text else None,
             rotated_from=json.loads(text.get("rotated_from", "null")),
+            rotated_to=text.get("rotated_to"),
             sealed=bytes.fromhex(text["sealed"]) if "sealed" in text else None,
         )
 
@@ -331,7 +334,7 @@ class RedisApiKeyStore:
         """See ApiKeyStore.touch: HSET answers 1 when it created the field, i.e. on the first use."""
         return bool(_guard(self._touch, keys=[f"{P}:key:rec:{key_id}"], args=[at]) == 2)
 
-    def set_expiry(self, key_id: str, expires_at: int) -> ApiKey | None:
+    def set_expiry(self, key_id: str, expires_at: int, successor: str | None = None) -> ApiKey | None:
         """See ApiKeyStore.set_expiry: one script moves the record's expiry and the scores of its origins.
 
         ``ZADD XX`` only rescores: a revoked key's origins, already removed, are not brought back."""
@@ -339,7 +342,8 @@ class RedisApiKeyStore:
         if key is None:
             return None
         origin_keys = [f"{P}:key:origin:{origin}" for origin in key.origins] if key.type == "public" else []
-        if not _guard(self._set_expiry, keys=[f"{P}:key:rec:{key_id}", *origin_keys], args=[expires_at, key_id]):
+        args = [expires_at, key_id, successor or ""]
+        if not _guard(self._set_expiry, keys=[f"{P}:key:rec:{key_id}", *origin_keys], args=args):
             return None
         return self.get(key_id)
 
@@ -371,6 +375,12 @@ return encoded
 """
 
 
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
 def _signing_key_json(key: StoredSigningKey) -> str:
     t = key.times
     return json.dumps({"kid": t.kid, "alg": t.alg, "created_at": t.created_at, "activates_at": t.activates_at,
@@ -391,6 +401,8 @@ class RedisSigningKeyStore:
     def __init__(self, client: Any):
         self._r: Any = client
         self._update = client.register_script(_RING_UPDATE)
+        self._release = client.register_script(_RELEASE)
+        self._tokens: dict[str, bytes] = {}  # the lock tokens this process holds
 
     def all(self) -> list[StoredSigningKey]:
         """See SigningKeyStore.all."""
@@ -408,8 +420,18 @@ class RedisSigningKeyStore:
         return None if raw is None else _signing_key_from(raw)
 
     def acquire(self, name: str, ttl: int) -> bool:
-        """See SigningKeyStore.acquire."""
-        return bool(_guard(self._r.set, f"{P}:lock:{name}", b"1", nx=True, ex=max(1, ttl)))
+        """See SigningKeyStore.acquire: SET NX with a token of this holder's, so that only it releases."""
+        token = secrets.token_bytes(16)
+        if _guard(self._r.set, f"{P}:lock:{name}", token, nx=True, ex=max(1, ttl)):
+            self._tokens[name] = token
+            return True
+        return False
+
+    def release(self, name: str) -> None:
+        """See SigningKeyStore.release."""
+        token = self._tokens.pop(name, None)
+        if token is not None:
+            _guard(self._release, keys=[f"{P}:lock:{name}"], args=[token])
 
 
 class RedisRateLimitStore:
