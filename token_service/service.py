@@ -57,6 +57,7 @@ from token_service.revocation import (
 )
 from token_service.signing import SigningKeys
 from token_service.stores.base import Stores, StoreUnavailable
+from token_service.stores.cursor import decode_cursor, encode_cursor
 from token_service.tokens import Reason, TokenCodec, Verdict
 
 MAX_PAGE = 100
@@ -409,6 +410,23 @@ class TokenService:
         if lifted is None:
             raise NotFound("No revocation in force has this id.")
         self.record("revocation.lift", f"{lifted.id} {lifted.type}", actor)
+
+    def revocation_feed(self, principal: Principal, since: str | None) -> dict[str, Any]:
+        """``GET /v1/revocations/feed``: every revocation in force (no ``since``), or those made or lifted
+        after the cursor ``since``; with the next cursor and the time the answer is complete up to."""
+        self.require_introspect(principal)
+        try:
+            after = None if since is None else decode_cursor(since)
+        except ValueError:
+            raise InvalidRequest("since is not a cursor this service issued.") from None
+        try:
+            changes, seq = self.stores.revocations.changes(after)
+        except StoreUnavailable as exc:
+            raise _unavailable(exc) from None
+        items = [{**entry.to_dict(), "lifted": lifted} for entry, lifted in changes]
+        for item in items:
+            item.pop("reason", None)  # the feed carries what a verifier needs, not the operator's notes
+        return {"items": items, "next_cursor": encode_cursor(seq), "complete_as_of": int(self.clock())}
 
     def revoked_kids(self) -> frozenset[str]:
         """The kids of the ring that have been revoked (one store round trip)."""

@@ -338,3 +338,34 @@ def test_a_lost_redis_cluster_node_is_store_unavailable(tmp_path, clock: FakeClo
             stores.revocations.lookup([("sub", "carol")])
     finally:
         server.stop()
+
+
+class TestRevocationChanges:
+    """The feed's view of the store: entries made or lifted after a sequence number."""
+
+    def test_without_a_cursor_every_entry_in_force(self, stores: Stores, clock: FakeClock) -> None:
+        first, second = entry(clock, "jti", "a"), entry(clock, "sub", "b")
+        stores.revocations.add(first)
+        stores.revocations.add(second)
+        stores.revocations.lift(first.id)
+        items, seq = stores.revocations.changes(None)
+        assert items == [(second, False)] and seq == 3
+
+    def test_after_a_cursor_what_was_made_and_lifted_since(self, stores: Stores, clock: FakeClock) -> None:
+        old = entry(clock, "jti", "old")
+        stores.revocations.add(old)
+        _, cursor = stores.revocations.changes(None)
+        new = entry(clock, "personaId", "p")
+        stores.revocations.add(new)
+        stores.revocations.lift(old.id)
+        items, seq = stores.revocations.changes(cursor)
+        assert items == [(new, False), (old, True)] and seq == cursor + 2
+        assert stores.revocations.changes(seq) == ([], seq)
+
+    def test_expired_entries_and_tombstones_leave_the_feed(self, stores: Stores, clock: FakeClock) -> None:
+        short = entry(clock, "jti", "s", ttl=5)
+        stores.revocations.add(short)
+        stores.revocations.lift(short.id)
+        assert stores.revocations.changes(0)[0] == [(short, True)]
+        clock.advance(6)
+        assert stores.revocations.changes(0)[0] == []

@@ -40,6 +40,10 @@ class RevocationStore(Protocol):
     def lookup(self, targets: Sequence[Target]) -> list[Marker | None]:
         """For each target, the strongest entry in force (newest watermark) or None; one round trip."""
 
+    def changes(self, after: int | None) -> tuple[list[tuple[Revocation, bool]], int]:
+        """The feed: ``(entry, lifted)`` pairs made or lifted after sequence number ``after`` (every entry
+        in force when ``after`` is None), and the sequence number the answer is complete up to."""
+
 
 class ApiKeyStore(Protocol):
     """API key records (digests only), shared by every instance."""

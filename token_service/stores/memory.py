@@ -23,6 +23,7 @@ class MemoryRevocationStore:
         self._lock = threading.Lock()
         self._entries: dict[str, tuple[int, Revocation]] = {}
         self._by_target: dict[Target, set[str]] = {}
+        self._lifted: list[tuple[int, Revocation]] = []
         self._seq = 0
 
     def _live(self, entry: Revocation) -> bool:
@@ -59,7 +60,20 @@ class MemoryRevocationStore:
             found = self._entries.get(revocation_id)
             if found is None or not self._live(found[1]):
                 return None
+            self._lifted = [(seq, e) for seq, e in self._lifted if self._live(e)]
+            self._seq += 1
+            self._lifted.append((self._seq, found[1]))
             return self._remove(revocation_id)
+
+    def changes(self, after: int | None) -> tuple[list[tuple[Revocation, bool]], int]:
+        """See RevocationStore.changes."""
+        with self._lock:
+            since = after or 0
+            made = sorted((pair for pair in self._entries.values() if pair[0] > since and self._live(pair[1])), key=lambda p: p[0])
+            items = [(entry, False) for _, entry in made]
+            if after is not None:
+                items += [(entry, True) for seq, entry in self._lifted if seq > since and self._live(entry)]
+            return items, self._seq
 
     def get(self, revocation_id: str) -> Revocation | None:
         """See RevocationStore.get."""

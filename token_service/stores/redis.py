@@ -7,6 +7,8 @@ Redis Cluster. Layout (``P`` = ``{ts}``):
 - ``P:rev:on:<type>:<value>``  the marker the check reads: ``"<revoked_at> <id>"`` of the newest entry
 - ``P:rev:ids:<type>:<value>``  ids of the entries for that target (to recompute a marker on lift)
 - ``P:rev:idx`` / ``P:rev:exp``  sorted sets by sequence number / by expiry (listing, pruning)
+- ``P:rev:lifted`` / ``P:rev:lifted:exp``  lifted entries (the feed's tombstones) by sequence number / by
+  the time they can be forgotten
 - ``P:key:rec:<id>``  hash of an API key record; ``P:key:idx`` sorted set by sequence number;
   ``P:key:origin:<origin>`` sorted set of the public keys listing that origin, by expiry (+inf: none)
 - ``P:replay:<fingerprint>``  a signed request's signature seen, expiring after the signature window
@@ -105,7 +107,25 @@ if best_id then
 else
   redis.call('DEL', KEYS[4], KEYS[5])
 end
+-- the feed: a tombstone, kept while a token the entry covered could still be valid
+local now = tonumber(ARGV[4])
+for _, old in ipairs(redis.call('ZRANGEBYSCORE', KEYS[8], '-inf', now)) do
+  redis.call('ZREM', KEYS[7], old)
+  redis.call('ZREM', KEYS[8], old)
+end
+local seq = redis.call('INCR', KEYS[6])
+redis.call('ZADD', KEYS[7], seq, ARGV[3])
+redis.call('ZADD', KEYS[8], ARGV[5], ARGV[3])
 return 1
+"""
+
+_CHANGES = """
+local seq = tonumber(redis.call('GET', KEYS[3]) or '0')
+local made = redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. ARGV[1], seq)
+local records = {}
+for i, id in ipairs(made) do records[i] = redis.call('GET', ARGV[2] .. id) or '' end
+local lifted = redis.call('ZRANGEBYSCORE', KEYS[2], '(' .. ARGV[1], seq)
+return {seq, records, lifted}
 """
 
 _KEY_CREATE = """
@@ -184,6 +204,7 @@ class RedisRevocationStore:
         self._clock = clock
         self._add = client.register_script(_ADD)
         self._lift = client.register_script(_LIFT)
+        self._changes = client.register_script(_CHANGES)
 
     def add(self, entry: Revocation) -> None:
         """See RevocationStore.add."""
@@ -201,9 +222,20 @@ class RedisRevocationStore:
         if entry is None:
             return None
         keys = [f"{P}:rev:rec:{entry.id}", f"{P}:rev:idx", f"{P}:rev:exp", _marker_key((entry.type, entry.value)),
-                f"{P}:rev:ids:{entry.type}:{entry.value}"]
-        lifted = _guard(self._lift, keys=keys, args=[entry.id, f"{P}:rev:rec:"])
+                f"{P}:rev:ids:{entry.type}:{entry.value}", f"{P}:rev:seq", f"{P}:rev:lifted", f"{P}:rev:lifted:exp"]
+        forget_at = "+inf" if entry.expires_at is None else entry.expires_at
+        args = [entry.id, f"{P}:rev:rec:", _revocation_json(entry), int(self._clock()), forget_at]
+        lifted = _guard(self._lift, keys=keys, args=args)
         return entry if lifted else None
+
+    def changes(self, after: int | None) -> tuple[list[tuple[Revocation, bool]], int]:
+        """See RevocationStore.changes: one script, so the sequence number and the items agree."""
+        keys = [f"{P}:rev:idx", f"{P}:rev:lifted", f"{P}:rev:seq"]
+        seq, records, lifted = _guard(self._changes, keys=keys, args=[after or 0, f"{P}:rev:rec:"])
+        items = [(e, False) for e in (_revocation_from(r) for r in records if r) if self._live(e)]
+        if after is not None:
+            items += [(e, True) for e in (_revocation_from(r) for r in lifted) if self._live(e)]
+        return items, int(seq)
 
     def _live(self, entry: Revocation) -> bool:
         # Redis expires records on its own clock; the injected clock decides too, as in the memory store.

@@ -112,6 +112,15 @@ def introspect() -> Response:
     return _json(svc.introspect(principal, token))
 
 
+@bp.get("/v1/revocations/feed")
+def revocation_feed() -> Response:
+    """Revocations for verifiers that check tokens locally (secret keys granted introspect, admin keys)."""
+    svc = service()
+    principal = svc.authenticate(auth_request(), users=False)
+    svc.require_introspect(principal)
+    return _json(svc.revocation_feed(principal, request.args.get("since")))
+
+
 @bp.post("/v1/revoke")
 def revoke() -> Response:
     """RFC 7009 self-revocation: possession of the token is enough."""
