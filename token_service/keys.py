@@ -17,12 +17,14 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
+from jwt.exceptions import InvalidKeyError
 
 Algorithm = Literal["ES256", "EdDSA", "RS256"]
 PrivateKey = ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey | rsa.RSAPrivateKey
 PublicKey = ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey | rsa.RSAPublicKey
 
 # RFC 7638 §3.2: the required members of each key type, in lexicographic order.
+_PRIVATE_MEMBERS = frozenset({"d", "p", "q", "dp", "dq", "qi", "oth", "k"})
 _THUMBPRINT_MEMBERS = {"EC": ("crv", "kty", "x", "y"), "OKP": ("crv", "kty", "x"), "RSA": ("e", "kty", "n")}
 
 
@@ -80,6 +82,35 @@ class SigningKey:
         return cls(kid=kid, alg=alg, public_key=public_key, private_key=key, public_jwk=jwk)
 
     @classmethod
+    def from_public_jwk(cls, jwk: dict[str, Any]) -> SigningKey:
+        """A verify-only key from a published JWK (as this service's JWKS serves them); KeyMaterialError when
+        the JWK lacks a ``kid``, names another algorithm than the three this service signs with, carries a
+        private parameter, is not for signatures, or does not fit its ``alg``."""
+        kid, alg = jwk.get("kid"), jwk.get("alg")
+        if not isinstance(kid, str) or not kid:
+            raise KeyMaterialError("the JWK has no kid")
+        if alg not in ("ES256", "EdDSA", "RS256"):
+            raise KeyMaterialError("the JWK's alg is not ES256, EdDSA or RS256")
+        if jwk.get("use", "sig") != "sig" or _PRIVATE_MEMBERS & jwk.keys():
+            raise KeyMaterialError("the JWK is not a public signature key")
+        try:
+            if alg == "ES256":
+                public: object = ECAlgorithm.from_jwk(jwk)
+                fits = isinstance(public, ec.EllipticCurvePublicKey) and isinstance(public.curve, ec.SECP256R1)
+            elif alg == "EdDSA":
+                public = OKPAlgorithm.from_jwk(jwk)
+                fits = isinstance(public, ed25519.Ed25519PublicKey)
+            else:
+                public = RSAAlgorithm.from_jwk(jwk)
+                fits = isinstance(public, rsa.RSAPublicKey) and public.key_size >= 2048
+        except (InvalidKeyError, KeyError, TypeError, ValueError):
+            raise KeyMaterialError("the JWK is not a valid public key") from None
+        if not fits:
+            raise KeyMaterialError(f"the JWK's key does not fit {alg}")
+        published = {k: v for k, v in jwk.items() if k != "key_ops"}
+        return cls(kid=kid, alg=alg, public_key=public, public_jwk=published)  # type: ignore[arg-type]
+
+    @classmethod
     def generate(cls, alg: Algorithm) -> SigningKey:
         """A fresh key for ``alg`` (P-256, Ed25519 or RSA-3072)."""
         private_key: PrivateKey
@@ -132,6 +163,22 @@ class KeyRing:
     def single(cls, key: SigningKey) -> KeyRing:
         """A static ring of one key that both signs and verifies."""
         return cls(keys=(key,), signing_kid=key.kid)
+
+    @classmethod
+    def from_jwks(cls, document: object) -> KeyRing:
+        """A verify-only ring (no signing key) from a JWK Set; members that are not usable public signature
+        keys are skipped. KeyMaterialError when the document is not a JWK Set."""
+        if not isinstance(document, dict) or not isinstance(document.get("keys"), list):
+            raise KeyMaterialError("the document is not a JWK Set")
+        keys: list[SigningKey] = []
+        for member in document["keys"]:
+            if not isinstance(member, dict):
+                continue
+            try:
+                keys.append(SigningKey.from_public_jwk(member))
+            except KeyMaterialError:
+                continue
+        return cls(keys=tuple(keys), signing_kid=None)
 
     def get(self, kid: str) -> SigningKey | None:
         """The key with this kid, or None; the kid is only ever looked up here."""

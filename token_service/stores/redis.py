@@ -7,6 +7,10 @@ Redis Cluster. Layout (``P`` = ``{ts}``):
 - ``P:rev:on:<type>:<value>``  the marker the check reads: ``"<revoked_at> <id>"`` of the newest entry
 - ``P:rev:ids:<type>:<value>``  ids of the entries for that target (to recompute a marker on lift)
 - ``P:rev:idx`` / ``P:rev:exp``  sorted sets by sequence number / by expiry (listing, pruning)
+- channel ``P:rev:events``: ``_ADD`` and ``_LIFT`` publish the marker key they wrote, inside the script,
+  so local verifiers (``token_service.verifier.RedisRevocations``) drop their cached copy. Explicit
+  PUBLISH rather than keyspace notifications: those are off by default (``notify-keyspace-events ""``),
+  often not configurable on managed Redis, and would fire for every key, not only markers.
 - ``P:rev:lifted`` / ``P:rev:lifted:exp``  lifted entries (the feed's tombstones) by sequence number / by
   the time they can be forgotten
 - ``P:key:rec:<id>``  hash of an API key record; ``P:key:idx`` sorted set by sequence number;
@@ -79,6 +83,7 @@ for i, k in ipairs({KEYS[4], KEYS[5]}) do
     redis.call('PEXPIRE', k, ttl)
   end
 end
+redis.call('PUBLISH', '{ts}:rev:events', KEYS[4])
 return seq
 """
 
@@ -107,6 +112,7 @@ if best_id then
 else
   redis.call('DEL', KEYS[4], KEYS[5])
 end
+redis.call('PUBLISH', '{ts}:rev:events', KEYS[4])
 -- the feed: a tombstone, kept while a token the entry covered could still be valid
 local now = tonumber(ARGV[4])
 for _, old in ipairs(redis.call('ZRANGEBYSCORE', KEYS[8], '-inf', now)) do

@@ -1,0 +1,154 @@
+"""``RedisRevocations``: revocation markers read from the service's Redis, cached locally and kept current
+through pub/sub.
+
+The service's ``_ADD`` and ``_LIFT`` scripts publish, on ``{ts}:rev:events``, the marker key
+(``{ts}:rev:on:<type>:<value>``) they have just written, inside the same atomic script. This source:
+
+- subscribes in a background thread; once Redis confirms the subscription it drops the whole cache
+  (messages may have been missed before) and marks the copy *current*;
+- answers a token's five markers from the cache when all are cached and the copy is current; otherwise
+  reads them with one MGET (as ``RevocationStore.lookup`` does) and caches the answer, unless an
+  invalidation or a reconnect happened while the MGET was in flight (an epoch counter decides);
+- drops the cached value of a marker key named by a message (the next token reads it afresh);
+- while the subscription is down or not yet confirmed, is not current: every token is checked against
+  Redis directly (one MGET); when Redis cannot be reached, raises RevocationUnavailable (fail closed).
+
+Why PUBLISH and not keyspace notifications or client-side caching: see docs/verifier.md.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+import redis
+from redis.exceptions import RedisError
+
+from token_service.revocation import Marker, Target
+from token_service.verifier.errors import RevocationUnavailable
+
+CHANNEL = "{ts}:rev:events"
+PREFIX = "{ts}:rev:on:"
+log = logging.getLogger("token_service.verifier")
+
+
+def marker_key(target: Target) -> str:
+    """The Redis key of a target's marker (the service's layout, ``stores/redis.py``)."""
+    return f"{PREFIX}{target[0]}:{target[1]}"
+
+
+def _marker(raw: bytes | None) -> Marker | None:
+    if raw is None:
+        return None
+    at, rid = raw.decode().split(" ", 1)
+    return Marker(revocation_id=rid, revoked_at=int(at))
+
+
+class RedisRevocations:
+    """A RevocationSource on the service's Redis, cached and invalidated by pub/sub (see the module docstring)."""
+
+    def __init__(self, redis_url: str, connect_timeout: float = 0.5, socket_timeout: float = 0.5,
+                 health_check_interval: float = 1.0, reconnect_delay: float = 0.1, max_cached: int = 100_000,
+                 client: Any = None):
+        self._client: Any = client or redis.Redis.from_url(
+            redis_url, socket_connect_timeout=connect_timeout, socket_timeout=socket_timeout,
+            health_check_interval=health_check_interval,
+        )
+        self._reconnect_delay = reconnect_delay
+        self._max_cached = max_cached
+        self._lock = threading.Lock()
+        self._cache: dict[str, bytes | None] = {}
+        self._epoch = 0  # bumped by every invalidation and every change of currency
+        self._current = False
+        self._confirmed = threading.Event()
+        self._stop = threading.Event()
+        self.reconnects = 0
+        self.direct_reads = 0
+        self._thread = threading.Thread(target=self._listen, name="token-service-revocations", daemon=True)
+        self._thread.start()
+
+    @property
+    def current(self) -> bool:
+        """True while the subscription is confirmed: cached markers are then up to date."""
+        return self._current
+
+    def wait_current(self, timeout: float) -> bool:
+        """Block until the subscription is confirmed (or ``timeout``); True when current."""
+        self._confirmed.wait(timeout)
+        return self._current
+
+    # -- the check --------------------------------------------------------------------------------
+
+    def markers(self, targets: Sequence[Target]) -> list[Marker | None]:
+        """See RevocationSource.markers."""
+        keys = [marker_key(t) for t in targets]
+        with self._lock:
+            current, epoch = self._current, self._epoch
+            if current and all(k in self._cache for k in keys):
+                return [_marker(self._cache[k]) for k in keys]
+        try:
+            raw: list[bytes | None] = self._client.mget(keys)
+        except RedisError as exc:
+            raise RevocationUnavailable(f"Revocations cannot be checked: redis {type(exc).__name__}.") from None
+        with self._lock:
+            if current:
+                if self._epoch == epoch:  # no message and no reconnect since the read began: the values are current
+                    if len(self._cache) + len(keys) > self._max_cached:
+                        self._cache.clear()
+                    self._cache.update(zip(keys, raw, strict=True))
+            else:
+                self.direct_reads += 1
+        return [_marker(value) for value in raw]
+
+    # -- the subscription -------------------------------------------------------------------------
+
+    def _set_current(self, current: bool) -> None:
+        with self._lock:
+            self._cache.clear()
+            self._epoch += 1
+            self._current = current
+        if current:
+            self._confirmed.set()
+        else:
+            self._confirmed.clear()
+
+    def _invalidate(self, key: str) -> None:
+        with self._lock:
+            self._cache.pop(key, None)
+            self._epoch += 1
+
+    def _listen(self) -> None:
+        while not self._stop.is_set():
+            pubsub = self._client.pubsub()
+            try:
+                pubsub.subscribe(CHANNEL)
+                while not self._stop.is_set():
+                    message = pubsub.get_message(timeout=0.2)
+                    if message is None:
+                        continue
+                    if message["type"] == "subscribe":
+                        self._set_current(True)  # confirmed: from here no message is missed; forget what may have been
+                    elif message["type"] == "message":
+                        data = message["data"]
+                        self._invalidate(data.decode() if isinstance(data, bytes) else str(data))
+            except (RedisError, OSError, ValueError) as exc:
+                if self._current:
+                    log.warning("revocation subscription lost (%s); checking Redis per token until it is back", type(exc).__name__)
+                self._set_current(False)
+                self.reconnects += 1
+                self._stop.wait(self._reconnect_delay)
+            finally:
+                if self._stop.is_set():
+                    self._set_current(False)
+                try:
+                    pubsub.close()
+                except (RedisError, OSError):  # pragma: no cover - closing a broken link
+                    pass
+
+    def close(self) -> None:
+        """Stop the subscription thread and release the connections."""
+        self._stop.set()
+        self._thread.join(timeout=5)
+        self._client.close()
