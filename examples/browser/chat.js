@@ -2,6 +2,9 @@
 //
 // 1. Gets a short-lived token from the token service with the PUBLIC key (pk_...) of config.js. The
 //    service checks the request's Origin against the key's allowed origins and answers CORS for it.
+//    Provider variant (config.js has providerTokenUrl, and no public key or ?provider=1): the page first
+//    gets the user's identity-provider token (GET providerTokenUrl, a stand-in for the provider's login
+//    SDK) and mints with it instead (the service's oidc adapter; its CORS_ORIGINS lists the page's origin).
 // 2. Keeps the token in memory only (a variable of this closure: no localStorage, no cookie).
 // 3. Calls the protected chat route through the gateway (nginx, auth_request) with the token.
 // 4. Renews the token at 80% of its life (timer from expires_in, so the client's clock does not matter).
@@ -16,6 +19,8 @@
   const gatewayUrl = String(config.gatewayUrl || "").replace(/\/+$/, "");
   const publicKey = String(config.publicKey || "");
   const persona = String(config.personaId || "support-bot");
+  const providerTokenUrl = String(config.providerTokenUrl || "");
+  const useProvider = providerTokenUrl !== "" && (!publicKey || query.get("provider") === "1");
   // A token lifetime in seconds may be asked for (?ttl=60); the service caps it at its maximum.
   const ttl = parseInt(query.get("ttl") || config.ttl || "", 10);
   const RENEW_AT = 0.8;
@@ -58,14 +63,30 @@
     }
   }
 
+  // The identity provider's token for the logged-in user (a fresh one each time: it may have expired).
+  // A real page would ask its provider's SDK (keycloak-js, Auth0 SPA, ...); this one fetches it.
+  async function providerToken() {
+    const response = await fetch(providerTokenUrl, { credentials: "omit", cache: "no-store" });
+    if (!response.ok) {
+      throw new Error("identity provider: HTTP " + response.status);
+    }
+    const answer = await response.json();
+    const idToken = answer && (answer.id_token || answer.access_token);
+    if (typeof idToken !== "string" || idToken.split(".").length !== 3) {
+      throw new Error("identity provider: no token in its answer");
+    }
+    return idToken;
+  }
+
   async function fetchToken() {
     const body = { personaId: persona };
     if (Number.isInteger(ttl) && ttl > 0) {
       body.ttl = ttl;
     }
+    const credential = useProvider ? await providerToken() : publicKey;
     const response = await fetch(serviceUrl + "/v1/tokens", {
       method: "POST",
-      headers: { "Authorization": "Bearer " + publicKey, "Content-Type": "application/json" },
+      headers: { "Authorization": "Bearer " + credential, "Content-Type": "application/json" },
       body: JSON.stringify(body),
       credentials: "omit",
       cache: "no-store",
@@ -185,10 +206,11 @@
   });
   el("logout").addEventListener("click", () => { logout(); });
 
-  if (!serviceUrl || !publicKey.startsWith("pk_")) {
+  if (!serviceUrl || !(useProvider || publicKey.startsWith("pk_"))) {
     setStatus("failed", "Not configured.");
-    showError("config.js must name the token service and a public key (pk_...).");
+    showError("config.js must name the token service and a public key (pk_...) or an identity provider.");
   } else {
+    el("mode").textContent = useProvider ? "identity provider" : "public key";
     login();
   }
 }());

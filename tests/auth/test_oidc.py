@@ -11,6 +11,7 @@ import hashlib
 import hmac
 import json
 import threading
+import time
 from collections import Counter
 from collections.abc import Iterator
 from functools import cache
@@ -57,6 +58,10 @@ class IdentityProvider:
         self.undeclared: set[str] = set()  # kids published without an alg member
         self.status = 200
         self.requests: Counter[str] = Counter()
+        # When set, GET /token answers {"id_token": <a token for login_sub>} with CORS for this origin:
+        # a stand-in for a browser login (tests/e2e/test_browser.py).
+        self.login_origin: str | None = None
+        self.login_sub = "user-1"
         self._lock = threading.Lock()
         self._next = 0
         provider = self
@@ -66,12 +71,18 @@ class IdentityProvider:
                 with provider._lock:
                     provider.requests[self.path] += 1
                     status, body = provider.status, json.dumps(provider.jwks()).encode()
-                if self.path != "/jwks.json":
+                    origin = provider.login_origin
+                if self.path == "/token" and origin is not None:
+                    body = json.dumps({"id_token": provider.token(time.time(), sub=provider.login_sub)}).encode()
+                elif self.path != "/jwks.json":
                     status, body = 404, b"{}"
                 if status != 200:
                     body = b'{"error": "server_error"}'
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
+                if self.path == "/token" and origin is not None:
+                    self.send_header("Access-Control-Allow-Origin", origin)
+                    self.send_header("Cache-Control", "no-store")
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
                 self.wfile.write(body)

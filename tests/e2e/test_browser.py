@@ -1,7 +1,9 @@
 """The browser example (examples/browser/) in a real Chromium, driven by Playwright: the chat page,
 served through nginx (examples/nginx/nginx.conf with its `location /` proxying to the page server, so
 page and gateway share one origin), gets a token from the token service (another origin, CORS) with a
-public key, calls the protected chat route, renews the token, and logs out with /v1/revoke.
+public key, calls the protected chat route, renews the token, and logs out with /v1/revoke. The
+provider variant (?provider=1) gets the user's token from a loopback identity provider (the one of
+tests/auth/test_oidc.py) and mints with it through the service's oidc adapter instead.
 
 Skipped when chromium or playwright (or nginx) is missing, unless TOKEN_SERVICE_REQUIRE_E2E_BINARIES=1
 (as in .ci/run). Never runs `playwright install`: it uses the system Chromium (apt-get install chromium)."""
@@ -20,8 +22,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import jwt
 import pytest
 
+from tests.auth.test_oidc import AUDIENCE, IdentityProvider
 from tests.conftest import ADMIN_KEY, RedisServer, free_port
 from tests.e2e.servers import ROOT, Instance
 from tests.e2e.test_nginx import EXAMPLE, _nginx_binary, _start_nginx, _stop, render
@@ -31,6 +35,7 @@ CHROMIUM_ARGS = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-backg
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
 WAIT_MS = 10_000  # every wait on the page is bounded
 NGINX_PAGE_LOCATION = "        location / {\n            return 404;\n        }\n"
+IDP_USER = "browser-user"  # the identity provider's logged-in user
 
 
 def _require(what: str, found: bool) -> None:
@@ -82,6 +87,7 @@ class Setup:
     other: str  # the same page from another origin: the second page server, reached directly
     public_key: str
     browser: Any
+    idp: IdentityProvider
 
     def service_requests(self, method: str, path: str) -> int:
         """How many ``method path`` requests the token service logged (its access log)."""
@@ -95,15 +101,26 @@ def setup(tmp_path_factory: pytest.TempPathFactory, signing_key_file: str) -> It
     nginx_binary = _nginx_binary()
     tmp = tmp_path_factory.mktemp("browser")
     redis_server = RedisServer(tmp_path_factory.mktemp("browser-redis"))
+    gateway_port, page_port, other_port, app_port = free_port(), free_port(), free_port(), free_port()
+    gateway = f"http://127.0.0.1:{gateway_port}"
+    other = f"http://127.0.0.1:{other_port}"
+    # The identity provider: publishes its keys and, at /token, a signed token for IDP_USER (CORS: the page).
+    idp = IdentityProvider(pool="browser")
+    idp.add_key("RS256")
+    idp.login_origin, idp.login_sub = gateway, IDP_USER
     service = Instance({
         "TOKEN_SERVICE_REDIS_URL": redis_server.url,
         "TOKEN_SERVICE_SIGNING_KEY_FILE": signing_key_file,
         "TOKEN_SERVICE_ADMIN_KEY": ADMIN_KEY,
         "TOKEN_SERVICE_LOG_LEVEL": "INFO",  # the access log shows which requests reached the service
+        "TOKEN_SERVICE_AUTH_ADAPTERS": "api_key,oidc",
+        "TOKEN_SERVICE_OIDC_ISSUER": idp.issuer,
+        "TOKEN_SERVICE_OIDC_AUDIENCE": AUDIENCE,
+        "TOKEN_SERVICE_OIDC_JWKS_URL": idp.jwks_url,
+        "TOKEN_SERVICE_OIDC_PERSONAS": "support-bot",
+        # the provider variant has no public key to name the page's origin: the service lists it
+        "TOKEN_SERVICE_CORS_ORIGINS": gateway,
     })
-    gateway_port, page_port, other_port, app_port = free_port(), free_port(), free_port(), free_port()
-    gateway = f"http://127.0.0.1:{gateway_port}"
-    other = f"http://127.0.0.1:{other_port}"
     processes: list[subprocess.Popen[bytes]] = []
     nginx: subprocess.Popen[bytes] | None = None
     playwright = browser = None
@@ -117,7 +134,8 @@ def setup(tmp_path_factory: pytest.TempPathFactory, signing_key_file: str) -> It
         assert status == 201, body
         public_key = str(body["key"])
         assert public_key.startswith("pk_")
-        page_args = [str(BROWSER / "serve.py"), "--service", service.base, "--key", public_key]
+        page_args = [str(BROWSER / "serve.py"), "--service", service.base, "--key", public_key,
+                     "--provider-token-url", f"http://127.0.0.1:{idp.port}/token"]
         processes.append(_serve([*page_args, "--port", str(page_port)], f"http://127.0.0.1:{page_port}/", tmp / "page.log"))
         processes.append(_serve([*page_args, "--port", str(other_port), "--gateway", gateway], f"{other}/", tmp / "other.log"))
         processes.append(_serve([str(BROWSER / "chat_upstream.py"), "--port", str(app_port)],
@@ -134,7 +152,7 @@ def setup(tmp_path_factory: pytest.TempPathFactory, signing_key_file: str) -> It
         nginx = _start_nginx(nginx_binary, prefix, conf, gateway_port)
         playwright = sync_playwright().start()
         browser = playwright.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS, timeout=30_000)
-        yield Setup(service, gateway, other, public_key, browser)
+        yield Setup(service, gateway, other, public_key, browser, idp)
     finally:
         try:
             if browser is not None:
@@ -148,6 +166,7 @@ def setup(tmp_path_factory: pytest.TempPathFactory, signing_key_file: str) -> It
                 _stop(process)
             service.close()
             redis_server.stop()
+            idp.stop()
 
 
 @dataclass
@@ -155,6 +174,7 @@ class Page:
     page: Any
     console: list[str]
     chat_tokens: list[str | None]  # the Authorization of every call to the chat route
+    mint_credentials: list[str | None]  # the Authorization of every POST /v1/tokens
 
 
 @pytest.fixture
@@ -166,10 +186,12 @@ def open_page(setup: Setup) -> Iterator[Any]:
         contexts.append(context)
         context.set_default_timeout(WAIT_MS)
         page = context.new_page()
-        seen = Page(page, [], [])
+        seen = Page(page, [], [], [])
         page.on("console", lambda message: seen.console.append(message.text))
         page.on("request", lambda request: seen.chat_tokens.append(request.headers.get("authorization"))
                 if "/chat/support-bot/" in request.url else None)
+        page.on("request", lambda request: seen.mint_credentials.append(request.headers.get("authorization"))
+                if request.url == f"{setup.service.base}/v1/tokens" and request.method == "POST" else None)
         response = page.goto(url, wait_until="load")
         assert response is not None and response.status == 200
         csp = response.headers.get("content-security-policy", "")
@@ -211,6 +233,8 @@ def test_the_allowed_origin_gets_a_token_and_a_chat_reply(setup: Setup, open_pag
     seen = open_page(f"{setup.gateway}/")
     page = seen.page
     page.wait_for_selector("#status[data-state=ready]")
+    assert page.text_content("#mode") == "public key"
+    assert seen.mint_credentials == [f"Bearer {setup.public_key}"]
     _send(page, "hello from the browser")
     page.wait_for_selector("#messages li.bot")
     assert page.text_content("#messages li.bot") == "Bot: support-bot received: hello from the browser"
@@ -296,3 +320,34 @@ def test_logout_revokes_the_token_and_the_next_call_is_401(setup: Setup, open_pa
     # the service saw the revocation, and the revoked token is refused by the gateway from now on
     assert setup.service_requests("POST", "/v1/revoke") == revokes_before + 1
     assert _gateway_status(setup, token) == 401
+
+
+def _claims(authorization: str | None) -> dict[str, Any]:
+    """The claims of a ``Bearer <JWT>`` header, unverified (the test only reads them)."""
+    assert authorization is not None and authorization.startswith("Bearer ")
+    claims: dict[str, Any] = jwt.decode(authorization.removeprefix("Bearer "), options={"verify_signature": False})
+    return claims
+
+
+def test_the_provider_variant_mints_with_the_identity_provider_token(setup: Setup, open_page: Any) -> None:
+    logins_before = setup.idp.requests["/token"]
+    seen = open_page(f"{setup.gateway}/?provider=1")
+    page = seen.page
+    page.wait_for_selector("#status[data-state=ready]")
+    assert page.text_content("#mode") == "identity provider"
+    # The page got the user's token from the provider and minted with it, not with the public key.
+    assert setup.idp.requests["/token"] == logins_before + 1
+    assert len(seen.mint_credentials) == 1
+    assert setup.public_key not in (seen.mint_credentials[0] or "")
+    provider_claims = _claims(seen.mint_credentials[0])
+    assert provider_claims["iss"] == setup.idp.issuer and provider_claims["sub"] == IDP_USER
+    with page.expect_response(lambda response: "/chat/support-bot/" in response.url) as reply:
+        _send(page, "hello as a provider user")
+    page.wait_for_selector("#messages li.bot")
+    assert page.text_content("#messages li.bot") == "Bot: support-bot received: hello as a provider user"
+    assert page.is_hidden("#error")
+    # The chat token is the provider user's: its sub, and the X-Auth-Subject nginx passed upstream.
+    assert reply.value.json()["subject"] == IDP_USER
+    chat_claims = _claims(seen.chat_tokens[0])
+    assert chat_claims["sub"] == IDP_USER and chat_claims["client_id"] == "oidc"
+    _no_token_stored(page)
