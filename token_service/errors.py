@@ -9,6 +9,18 @@ from __future__ import annotations
 from typing import ClassVar
 
 
+def bearer_challenge(realm: str, error: str | None = None, description: str | None = None, scope: str | None = None) -> dict[str, str]:
+    """The ``WWW-Authenticate`` header of a Bearer refusal (RFC 6750 §3)."""
+    parts = [f'Bearer realm="{realm}"']
+    if error:
+        parts.append(f'error="{error}"')
+    if description:
+        parts.append(f'error_description="{description}"')
+    if scope:
+        parts.append(f'scope="{scope}"')
+    return {"WWW-Authenticate": ", ".join(parts)}
+
+
 class ServiceError(Exception):
     """A refusal the client is told about: ``{"error": code, "error_description": description}``."""
 

@@ -42,6 +42,7 @@ from token_service.errors import (
     RateLimited,
     TemporarilyUnavailable,
     Unauthorized,
+    bearer_challenge,
 )
 from token_service.keys import KeyRing, SigningKey
 from token_service.revocation import (
@@ -129,14 +130,7 @@ class TokenService:
 
     def challenge(self, error: str | None = None, description: str | None = None, scope: str | None = None) -> dict[str, str]:
         """The ``WWW-Authenticate`` header of a refusal (RFC 6750 §3)."""
-        parts = [f'Bearer realm="{self.settings.issuer}"']
-        if error:
-            parts.append(f'error="{error}"')
-        if description:
-            parts.append(f'error_description="{description}"')
-        if scope:
-            parts.append(f'scope="{scope}"')
-        return {"WWW-Authenticate": ", ".join(parts)}
+        return bearer_challenge(self.settings.issuer, error, description, scope)
 
     def require_admin(self, request: AuthRequest) -> Principal:
         """The admin Principal of the request; 401 unauthenticated, 403 for a non-admin credential."""

@@ -22,6 +22,7 @@ import urllib.request
 from collections.abc import Callable, Sequence
 
 from token_service.claims import AccessClaims
+from token_service.errors import bearer_challenge
 from token_service.keys import KeyMaterialError, KeyRing
 from token_service.revocation import covers, targets_of
 from token_service.tokens import TokenCodec, Verdict
@@ -130,14 +131,7 @@ class Verifier:
 
     def challenge(self, error: str | None = None, description: str | None = None, scope: str | None = None) -> dict[str, str]:
         """The ``WWW-Authenticate`` header of a refusal (RFC 6750 §3), as the service writes it."""
-        parts = [f'Bearer realm="{self.issuer}"']
-        if error:
-            parts.append(f'error="{error}"')
-        if description:
-            parts.append(f'error_description="{description}"')
-        if scope:
-            parts.append(f'scope="{scope}"')
-        return {"WWW-Authenticate": ", ".join(parts)}
+        return bearer_challenge(self.issuer, error, description, scope)
 
     def _invalid(self, code: str, description: str) -> TokenInvalid:
         return TokenInvalid(code, description, headers=self.challenge("invalid_token", description))
