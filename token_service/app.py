@@ -126,6 +126,9 @@ def create_app(settings: Settings | None = None, *, clock: Clock = system_clock,
     from token_service.web import register_web
 
     register_web(app)
+    from token_service.web.rate_limits import install_rate_limits
+
+    install_rate_limits(app, settings)
     from token_service.cli import register_commands
 
     register_commands(app)  # the operator commands, as Flask CLI commands too (flask --app wsgi api-keys list)

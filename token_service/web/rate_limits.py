@@ -1,0 +1,169 @@
+"""Rate limits (API.md "Rate limits"), with Flask-Limiter on the shared store.
+
+The Limiter is built by ``install_rate_limits`` inside ``create_app`` (nothing at import time), its
+counters in the Redis of TOKEN_SERVICE_REDIS_URL (so every instance shares them) or in memory on the
+embedded stores. Fixed windows, as the settings name them ("30/minute").
+
+- minting with a public key: per key and client address; with a secret key or a signed request: per key;
+- admin calls: per admin key;
+- failed authentication: per client address, checked before authenticating and counted on every 401 of
+  the authenticating routes (minting, introspection, the revocation feed, admin), so that once over the
+  limit even a good credential from that address is refused until the window passes;
+- ``/v1/verify``, ``/v1/introspect`` and discovery have no limit of their own.
+
+The client address is ``request.remote_addr``: the socket's peer, or what ProxyFix took from
+X-Forwarded-For when TOKEN_SERVICE_TRUSTED_PROXIES is above 0. A key is identified by its id (never its
+text); a credential that is not a well-formed key by the SHA-256 of its text.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from flask import Flask, Response, request
+from flask_limiter import Limiter, RateLimitExceeded
+
+from token_service.apikeys import parse_key_text
+from token_service.auth.base import bearer_credentials
+from token_service.config import Settings
+from token_service.errors import RateLimited
+from token_service.web.errors import render
+
+FAILED_AUTH_SCOPE = "failed-auth"
+# Endpoints that authenticate a caller with a credential: their 401s count as failed authentication.
+AUTHENTICATING = ("public.mint", "public.introspect", "public.revocation_feed")
+_SCHEMES = {"sentinel": "redis+sentinel", "cluster": "redis+cluster"}
+
+
+def client_address() -> str:
+    """The client's address: the socket peer, unless trusted proxies are configured (ProxyFix)."""
+    return request.remote_addr or "-"
+
+
+def _credential_kind() -> tuple[str, str]:
+    """(kind, identity) of the request's credential: ``public``/``secret``/``admin`` and the key id, ``signed``
+    and the X-Key-Id of a signed request, ``other`` and a digest, or ``none``."""
+    key_id = request.headers.get("X-Key-Id")
+    if key_id is not None and request.headers.get("X-Signature") is not None:
+        return "signed", f"secret:{key_id[:64]}"
+    credentials = bearer_credentials(request.headers.get("Authorization"))
+    if credentials is None:
+        return "none", ""
+    parsed = parse_key_text(credentials)
+    if parsed is not None:
+        return parsed.kind, f"{parsed.kind}:{parsed.key_id}"
+    return "other", "h:" + hashlib.sha256(credentials.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+
+
+def _public_key() -> str:
+    return f"{_credential_kind()[1]}@{client_address()}"
+
+
+def _secret_key() -> str:
+    return _credential_kind()[1]
+
+
+def _admin_key() -> str:
+    kind, identity = _credential_kind()
+    return identity if kind != "none" else f"anonymous@{client_address()}"
+
+
+def _not_public() -> bool:
+    return _credential_kind()[0] != "public"
+
+
+def _not_secret() -> bool:
+    return _credential_kind()[0] not in ("secret", "signed")
+
+
+def _failed_authentication(response: Response) -> bool:
+    return response.status_code == 401
+
+
+class _NoTraceback(logging.Filter):
+    """Flask-Limiter logs a store failure with its traceback; the service's logs never carry one."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.exc_info = None
+        record.exc_text = None
+        return True
+
+
+def _storage_uri(settings: Settings) -> str:
+    if not settings.redis_url or settings.redis_url == "memory://":
+        return "memory://"
+    scheme, sep, rest = settings.redis_url.partition("://")
+    return f"{_SCHEMES.get(scheme, scheme)}{sep}{rest}"
+
+
+def _limit_headers(limiter: Limiter) -> Callable[[Response], Response]:
+    def add_headers(response: Response) -> Response:
+        """RateLimit-* and X-RateLimit-* on limited routes (Retry-After is the 429 renderer's alone)."""
+        current = limiter.current_limit
+        if current is None:
+            return response
+        try:
+            values = {"Limit": str(current.limit.amount), "Remaining": str(current.remaining),
+                      "Reset": str(int(current.reset_at))}
+        except Exception:  # noqa: BLE001 - the store failed after the check: no headers rather than a 500
+            return response
+        for name, value in values.items():
+            response.headers[f"RateLimit-{name}"] = value
+            response.headers[f"X-RateLimit-{name}"] = value
+        return response
+
+    return add_headers
+
+
+def install_rate_limits(app: Flask, settings: Settings) -> Limiter:
+    """Create the app's Limiter and attach the contract's limits to its routes."""
+    options: dict[str, Any] = {}
+    uri = _storage_uri(settings)
+    if uri != "memory://":
+        options = {"socket_connect_timeout": settings.redis_connect_timeout, "socket_timeout": settings.redis_socket_timeout}
+    # Flask-Limiter's own headers are off: it would rewrite the Retry-After of every answer (a 503's too).
+    # Its after-request hook still counts the conditional (failed authentication) deductions.
+    # A store that cannot be reached skips the limits (logged) rather than refusing every call.
+    limiter = Limiter(
+        key_func=client_address, storage_uri=uri, storage_options=options, strategy="fixed-window",
+        headers_enabled=False, key_prefix="token-service:rl", swallow_errors=True,
+    )
+    # Registered before the Limiter's after-request hook, so it runs after it (Flask runs them in reverse):
+    # the headers show the count with the failed authentication of this request included.
+    app.after_request(_limit_headers(limiter))
+    limiter.init_app(app)
+    if not any(isinstance(f, _NoTraceback) for f in limiter.logger.filters):
+        limiter.logger.addFilter(_NoTraceback())
+
+    def handle_exceeded(exc: RateLimitExceeded) -> Response:
+        error = RateLimited()
+        current = limiter.current_limit
+        retry_after = int(current.reset_at - time.time()) if current is not None else 1
+        error.headers["Retry-After"] = str(max(1, retry_after))
+        return render(error)
+
+    app.register_error_handler(RateLimitExceeded, handle_exceeded)
+
+    failed_auth = limiter.shared_limit(
+        settings.rate_limit_failed_auth, scope=FAILED_AUTH_SCOPE, key_func=client_address,
+        deduct_when=_failed_authentication,
+    )
+    public_mint = limiter.limit(settings.rate_limit_public_mint, key_func=_public_key, exempt_when=_not_public)
+    secret_mint = limiter.limit(settings.rate_limit_secret_mint, key_func=_secret_key, exempt_when=_not_secret)
+    admin = limiter.shared_limit(settings.rate_limit_admin, scope="admin", key_func=_admin_key)
+
+    # A view's limits are recorded against its name and checked by the wrapper the decorator returns (which
+    # replaces the registered view); a blueprint's are checked before its own before-request hooks.
+    views = app.view_functions
+    views["public.mint"] = secret_mint(public_mint(failed_auth(views["public.mint"])))  # type: ignore[assignment]
+    for endpoint in AUTHENTICATING[1:]:
+        views[endpoint] = failed_auth(views[endpoint])  # type: ignore[assignment]
+    for name, blueprint in app.blueprints.items():
+        if name in ("admin", "signing_keys"):
+            failed_auth(blueprint)  # type: ignore[call-overload]
+            admin(blueprint)  # type: ignore[call-overload]
+    return limiter
