@@ -6,6 +6,7 @@ Pure: no I/O. ``persona_id`` here, ``personaId`` only in the JSON of a token or 
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, TypedDict
 
@@ -50,6 +51,17 @@ def valid_client_id(value: object) -> bool:
 def valid_jti(value: object) -> bool:
     """True when ``value`` can be a token id (visible ASCII, at most 256 characters)."""
     return isinstance(value, str) and JTI_RE.match(value) is not None
+
+
+def unmet_requirement(claims: AccessClaims, persona_id: str | None, scopes: Sequence[str]) -> str | None:
+    """Why the claims do not meet a gateway's requirement (bound to ``persona_id``, carrying every one
+    of ``scopes``), as a sentence for the refusal; None when they do."""
+    if persona_id is not None and claims.persona_id != persona_id:
+        return f"The token is not bound to persona {persona_id}."
+    missing = [s for s in scopes if s not in claims.scopes]
+    if missing:
+        return f"The token lacks the scope {missing[0]}."
+    return None
 
 
 def _is_int(value: object) -> bool:

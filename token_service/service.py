@@ -28,7 +28,7 @@ from token_service.apikeys import (
 )
 from token_service.audit import SYSTEM_ACTOR, Actor, AuditSink, AuditTrail, LogAuditSink
 from token_service.auth import AuthChain, AuthenticationFailed, AuthRequest, AuthUnavailable, Principal
-from token_service.claims import AccessClaims, valid_client_id, valid_jti, valid_persona_id, valid_sub
+from token_service.claims import AccessClaims, unmet_requirement, valid_client_id, valid_jti, valid_persona_id, valid_sub
 from token_service.clock import Clock
 from token_service.config import ORIGIN_RE, Settings
 from token_service.errors import (
@@ -249,13 +249,9 @@ class TokenService:
 
     def check_requirements(self, claims: AccessClaims, persona_id: str | None, scopes: Sequence[str]) -> None:
         """InsufficientScope when the token is not bound to ``persona_id`` or lacks one of ``scopes``."""
-        scope_text = " ".join(scopes) or None
-        if persona_id is not None and claims.persona_id != persona_id:
-            description = f"The token is not bound to persona {persona_id}."
-            raise InsufficientScope(description, headers=self.challenge("insufficient_scope", description, scope_text))
-        missing = [s for s in scopes if s not in claims.scopes]
-        if missing:
-            description = f"The token lacks the scope {missing[0]}."
+        description = unmet_requirement(claims, persona_id, scopes)
+        if description is not None:
+            scope_text = " ".join(scopes) or None
             raise InsufficientScope(description, headers=self.challenge("insufficient_scope", description, scope_text))
 
     def require_introspect(self, principal: Principal) -> None:

@@ -21,7 +21,7 @@ import urllib.parse
 import urllib.request
 from collections.abc import Callable, Sequence
 
-from token_service.claims import AccessClaims
+from token_service.claims import AccessClaims, unmet_requirement
 from token_service.errors import bearer_challenge
 from token_service.keys import KeyMaterialError, KeyRing
 from token_service.revocation import covers, targets_of
@@ -165,13 +165,9 @@ class Verifier:
 
     def check_requirements(self, claims: AccessClaims, persona_id: str | None, scopes: Sequence[str]) -> None:
         """TokenInsufficient when the token is not bound to ``persona_id`` or lacks one of ``scopes``."""
-        scope_text = " ".join(scopes) or None
-        if persona_id is not None and claims.persona_id != persona_id:
-            description = f"The token is not bound to persona {persona_id}."
-            raise TokenInsufficient(description, headers=self.challenge("insufficient_scope", description, scope_text))
-        missing = [s for s in scopes if s not in claims.scopes]
-        if missing:
-            description = f"The token lacks the scope {missing[0]}."
+        description = unmet_requirement(claims, persona_id, scopes)
+        if description is not None:
+            scope_text = " ".join(scopes) or None
             raise TokenInsufficient(description, headers=self.challenge("insufficient_scope", description, scope_text))
 
     def close(self) -> None:
