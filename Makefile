@@ -10,8 +10,12 @@ BIN := $(VENV)/bin
 RUNTIME_STAMP := $(VENV)/.installed-requirements
 DEV_STAMP := $(VENV)/.installed-requirements-dev
 PIP := $(BIN)/python -m pip install --disable-pip-version-check
+# pip-audit lives in a virtualenv of its own (requirements-audit.txt): its dependencies never mix with the set it audits.
+AUDIT_VENV := $(VENV)/audit
+AUDIT_STAMP := $(AUDIT_VENV)/.installed-requirements-audit
+AUDIT_ARGS ?= --strict
 
-.PHONY: run test lint clean check-redis check-curl
+.PHONY: run test lint soak audit lock clean check-redis check-curl
 
 ## run: serve the dev server on 127.0.0.1:$(PORT) (embedded stores, generated admin key in run/admin-key)
 run: $(RUNTIME_STAMP)
@@ -25,6 +29,27 @@ test: $(DEV_STAMP) check-redis check-curl
 lint: $(DEV_STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy
+
+## soak: two gunicorn instances on their own Redis under mixed traffic (docs/soak.md); SOAK_SECONDS=180 by default
+soak: $(RUNTIME_STAMP) check-redis
+	$(BIN)/python -m tools.soak
+
+## audit: pip-audit of the pinned runtime set (requirements.txt, what ships) against PyPI's advisories; fails on a
+## known vulnerability and (--strict, the default) on a pin it could not check; AUDIT_ARGS= reports those without failing
+audit: $(AUDIT_STAMP)
+	$(AUDIT_VENV)/bin/pip-audit -r requirements.txt --no-deps --disable-pip --progress-spinner off $(AUDIT_ARGS)
+
+## lock: re-resolve requirements*.in into requirements*.txt, pinned with hashes for every Python 3.11+ platform
+## (uv keeps the current pins unless an .in file asks otherwise; UPGRADE=--upgrade moves everything to the newest)
+UV_VERSION := 0.13.9
+LOCK_VENV := $(VENV)/lock
+UV_COMPILE = $(LOCK_VENV)/bin/uv pip compile --quiet --universal --python-version 3.11 --generate-hashes \
+	--custom-compile-command "make lock" $(UPGRADE)
+lock: | $(BIN)/python
+	test -x $(LOCK_VENV)/bin/uv || { $(PYTHON) -m venv $(LOCK_VENV) && $(LOCK_VENV)/bin/pip install --disable-pip-version-check uv==$(UV_VERSION); }
+	$(UV_COMPILE) requirements.in -o requirements.txt
+	$(UV_COMPILE) requirements-dev.in -o requirements-dev.txt
+	$(UV_COMPILE) requirements-audit.in -o requirements-audit.txt
 
 clean:
 	rm -rf $(VENV) run .pytest_cache .mypy_cache .ruff_cache
@@ -44,6 +69,11 @@ $(RUNTIME_STAMP): requirements.txt | $(BIN)/python
 $(DEV_STAMP): requirements.txt requirements-dev.txt | $(BIN)/python
 	$(PIP) -r requirements-dev.txt
 	@touch $@ $(RUNTIME_STAMP)
+
+$(AUDIT_STAMP): requirements-audit.txt | $(BIN)/python
+	$(BIN)/python -m venv $(AUDIT_VENV)
+	$(AUDIT_VENV)/bin/python -m pip install --disable-pip-version-check -r requirements-audit.txt
+	@touch $@
 
 check-redis:
 	@command -v redis-server >/dev/null 2>&1 || { \

@@ -19,7 +19,7 @@ from token_service.config import ConfigError, Settings, load_settings
 from token_service.keys import KeyMaterialError, KeyRing, SigningKey
 from token_service.service import TokenService
 from token_service.signing import DirectoryKeys, ManagedKeys, SigningKeys, StaticKeys
-from token_service.stores import Stores, StoreUnavailable, stores_from_url
+from token_service.stores import Stores, StoreUnavailable, durability_warnings, stores_from_url
 
 __all__ = ["create_app", "mounted_key", "ConfigError", "Settings", "load_settings"]
 log = logging.getLogger("token_service")
@@ -89,8 +89,9 @@ def _configure_logging(level: str) -> None:
 
 
 def create_app(settings: Settings | None = None, *, clock: Clock = system_clock, stores: Stores | None = None,
-               ring: KeyRing | None = None, audit: AuditSink | None = None) -> Flask:
-    """Build the WSGI app; settings default to the process environment (read here, once)."""
+               ring: KeyRing | None = None, audit: AuditSink | None = None, check_durability: bool = True) -> Flask:
+    """Build the WSGI app; settings default to the process environment (read here, once). ``check_durability``
+    (on Redis): log a warning for each persistence or eviction setting that may lose revocations (the CLI skips it)."""
     if settings is None:
         settings = load_settings(os.environ)
     _configure_logging(settings.log_level)
@@ -99,7 +100,8 @@ def create_app(settings: Settings | None = None, *, clock: Clock = system_clock,
     if stores is None:
         try:
             stores = stores_from_url(
-                settings.redis_url, clock, settings.redis_connect_timeout, settings.redis_socket_timeout, settings.redis_max_connections
+                settings.redis_url, clock, settings.redis_connect_timeout, settings.redis_socket_timeout, settings.redis_max_connections,
+                settings.redis_wait_replicas, settings.redis_wait_timeout,
             )
         except StoreUnavailable as exc:
             raise ConfigError(f"TOKEN_SERVICE_REDIS_URL: cannot reach the Redis cluster at start-up ({exc})") from None
@@ -111,6 +113,9 @@ def create_app(settings: Settings | None = None, *, clock: Clock = system_clock,
         log.warning(
             "running on embedded single-process stores (TOKEN_SERVICE_REDIS_URL is unset): one process only, nothing survives a restart"
         )
+    elif settings.redis_url is not None and check_durability:
+        for line in durability_warnings(stores):
+            log.warning("%s", line)
     keys = StaticKeys(ring.signing, int(clock())) if ring is not None and ring.signing else signing_keys(settings, stores, clock)
     service = TokenService(settings, stores, keys, chain, clock, audit)
     if isinstance(keys, ManagedKeys):

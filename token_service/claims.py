@@ -64,8 +64,13 @@ def unmet_requirement(claims: AccessClaims, persona_id: str | None, scopes: Sequ
     return None
 
 
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+# A NumericDate is a non-negative JSON integer in the range every JSON parser reads exactly (I-JSON, RFC 7493
+# §2.2): a huge exp that a gateway parsing numbers as doubles would round, or a negative one, is refused.
+MAX_NUMERIC_DATE = 2**53 - 1
+
+
+def _is_numeric_date(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_NUMERIC_DATE
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,7 +117,7 @@ class AccessClaims:
             if not isinstance(data[name], str):
                 return None
         for name in ("iat", "nbf", "exp"):
-            if not _is_int(data[name]):
+            if not _is_numeric_date(data[name]):
                 return None
         if not (valid_sub(data["sub"]) and valid_persona_id(data["personaId"]) and valid_client_id(data["client_id"])):
             return None

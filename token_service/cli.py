@@ -74,7 +74,7 @@ def _service() -> TokenService:
     settings = load_settings(os.environ)
     if settings.embedded:  # checked before create_app, which would log its embedded-stores warning first
         raise ConfigError(NOT_SHARED)
-    return _service_of(create_app(settings))
+    return _service_of(create_app(settings, check_durability=False))  # the server's start-up warnings are not the operator's
 
 
 def _actor() -> Actor:

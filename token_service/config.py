@@ -55,6 +55,8 @@ class Settings:
     redis_connect_timeout: float = 0.5
     redis_socket_timeout: float = 0.5
     redis_max_connections: int = 50
+    redis_wait_replicas: int = 0
+    redis_wait_timeout: int = 500
     admin_key: str | None = field(default=None, repr=False)
     issuer: str = "http://localhost:8000"
     audience: str = "persona-api"
@@ -279,6 +281,10 @@ def _parse(name: str, text: str) -> Any:
         return _seconds(name, text, 0.01, 60)
     if name == "redis_max_connections":
         return _int(name, text, 1, 10000)
+    if name == "redis_wait_replicas":
+        return _int(name, text, 0, 64)
+    if name == "redis_wait_timeout":  # milliseconds, as WAIT takes them; 0 (wait forever) is refused
+        return _int(name, text, 1, 60000)
     if name == "admin_key":
         key = text.strip()
         if not key:
@@ -538,6 +544,11 @@ def _check_together(settings: Settings) -> None:
         raise ConfigError(
             f"{PREFIX}REDIS_URL is set but no signing key is: set {PREFIX}KEY_ENCRYPTION_KEY (a managed, rotating ring) "
             f"or {PREFIX}SIGNING_KEY_FILE (one static key) so that every instance signs with the same keys"
+        )
+    if settings.redis_wait_replicas and (settings.redis_url is None or re.match(r"^(redis\+)?cluster://", settings.redis_url)):
+        raise ConfigError(
+            f"{PREFIX}REDIS_WAIT_REPLICAS needs {PREFIX}REDIS_URL naming a standalone or sentinel Redis "
+            "(WAIT is not used on the embedded stores or on cluster:// URLs)"
         )
     if settings.activation_delay < settings.jwks_max_age + settings.signing_key_refresh:
         raise ConfigError(

@@ -7,12 +7,13 @@ without revocation having been checked (fail closed).
 
 from __future__ import annotations
 
+import functools
 import hmac
 import secrets
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 from token_service.apikeys import (
     BOOTSTRAP_ID,
@@ -59,6 +60,7 @@ from token_service.revocation import (
 from token_service.signing import SigningKeys
 from token_service.stores.base import Stores, StoreUnavailable
 from token_service.stores.cursor import decode_cursor, encode_cursor
+from token_service.stores.durability import ReplicationIncomplete, confirmed_writes
 from token_service.tokens import Reason, TokenCodec, Verdict
 
 MAX_PAGE = 100
@@ -84,7 +86,31 @@ class Minted:
 
 
 def _unavailable(exc: StoreUnavailable) -> TemporarilyUnavailable:
+    if isinstance(exc, ReplicationIncomplete):
+        return TemporarilyUnavailable(
+            "The change is in force on the primary store, but fewer of its replicas than required confirmed it in time "
+            "(it was not undone): a failover now could lose it; check the replicas, then retry or list to confirm."
+        )
     return TemporarilyUnavailable("The revocation and key store cannot be reached; retry shortly.")
+
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def _confirmed(method: Callable[_P, _R]) -> Callable[_P, _R]:
+    """A use case whose writes must not be lost: with TOKEN_SERVICE_REDIS_WAIT_REPLICAS set, it does every step,
+    then answers 503 when a write of it was not acknowledged by enough replicas (see stores/durability.py)."""
+
+    @functools.wraps(method)
+    def run(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        try:
+            with confirmed_writes():
+                return method(*args, **kwargs)
+        except ReplicationIncomplete as exc:
+            raise _unavailable(exc) from None
+
+    return run
 
 
 class TokenService:
@@ -270,6 +296,7 @@ class TokenService:
 
     # -- revocation -----------------------------------------------------------------------------
 
+    @_confirmed
     def revoke_own(self, token: str) -> None:
         """RFC 7009: revoke a token its holder presents; a token that is not valid is ignored."""
         try:
@@ -283,6 +310,7 @@ class TokenService:
         )
         self._store_revocation(entry)
 
+    @_confirmed
     def revoke(self, rtype: str, value: Any, reason: Any, actor: Actor = SYSTEM_ACTOR) -> Revocation:
         """Admin revocation of one target; see API.md for what each type covers."""
         if reason is not None and (not isinstance(reason, str) or len(reason) > 256):
@@ -352,6 +380,7 @@ class TokenService:
             entries.append(entry)
         return entries
 
+    @_confirmed
     def rotate_signing_key(self, actor: Actor = SYSTEM_ACTOR) -> dict[str, object]:
         """Stage a new signing key (status next); it signs once every verifier could have seen it."""
         try:
@@ -383,6 +412,7 @@ class TokenService:
         except StoreUnavailable as exc:
             raise _unavailable(exc) from None
 
+    @_confirmed
     def lift_revocation(self, revocation_id: str, actor: Actor = SYSTEM_ACTOR) -> None:
         """Lift a revocation made by mistake; NotFound when there is none in force with this id. A signing
         key taken out of a managed ring stays out (Conflict): its successor signs, and trusting the
@@ -511,6 +541,7 @@ class TokenService:
         except StoreUnavailable as exc:
             raise _unavailable(exc) from None
 
+    @_confirmed
     def delete_api_key(self, key_id: str, revoke_tokens: bool, actor: Actor = SYSTEM_ACTOR) -> None:
         """Revoke a key at once; with ``revoke_tokens`` every token it minted is refused too."""
         if key_id == BOOTSTRAP_ID:
@@ -525,6 +556,7 @@ class TokenService:
         if revoke_tokens:
             self.revoke("client_id", key_id, "API key deleted with revoke_tokens", actor)
 
+    @_confirmed
     def rotate_api_key(self, key_id: str, body: dict[str, Any], actor: Actor = SYSTEM_ACTOR) -> tuple[ApiKey, str]:
         """A new key with the old one's settings (``rotated_from`` it); the old one expires after the grace
         period (never later than it already would). Its record and text (shown once)."""
@@ -561,6 +593,7 @@ class TokenService:
             raise RateLimited(f"At most {REPORT_LIMIT} reports a minute from one address; retry later.",
                               headers={"Retry-After": str(retry_after)})
 
+    @_confirmed
     def report_exposed(self, keys: Any, address: str | None) -> int:
         """Revoke every live secret or admin key whose full text is listed; the number revoked.
 
@@ -635,9 +668,9 @@ class TokenService:
 
     def readiness(self) -> str | None:
         """None when ready; otherwise the reason it is not."""
-        if self.ring.signing is None:
-            return "no signing key is loaded"
         try:
+            if self.ring.signing is None:  # a managed ring re-reads the store here every few seconds
+                return "no signing key is loaded"
             self.stores.ping()
         except StoreUnavailable:
             return "the store cannot be reached"

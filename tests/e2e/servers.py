@@ -21,8 +21,9 @@ ROOT = Path(__file__).resolve().parents[2]
 class Instance:
     """One gunicorn-served instance of the service."""
 
-    def __init__(self, env: dict[str, str], workers: int = 2):
+    def __init__(self, env: dict[str, str], workers: int = 2, keep_stdout: bool = False):
         self.port = free_port()
+        self.keep_stdout = keep_stdout  # gunicorn's stdout goes to the same log as its stderr
         self.env = {**{k: v for k, v in os.environ.items() if not k.startswith("TOKEN_SERVICE_")}, **env}
         self.args = [sys.executable, "-m", "gunicorn", "-c", str(ROOT / "config" / "gunicorn.conf.py"),
                      "--workers", str(workers), "--bind", f"127.0.0.1:{self.port}", "wsgi:app"]
@@ -34,7 +35,8 @@ class Instance:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self, timeout: float = 20) -> Instance:
-        self.process = subprocess.Popen(self.args, cwd=ROOT, env=self.env, stdout=subprocess.DEVNULL, stderr=self.log)
+        stdout = self.log if self.keep_stdout else subprocess.DEVNULL
+        self.process = subprocess.Popen(self.args, cwd=ROOT, env=self.env, stdout=stdout, stderr=self.log)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -68,10 +70,14 @@ class Instance:
         return self.log.read().decode(errors="replace")
 
     def request(self, method: str, path: str, body: Any = None, token: str | None = None,
-                headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], Any]:
+                headers: dict[str, str] | None = None, form: str | None = None) -> tuple[int, dict[str, str], Any]:
+        """One request: ``body`` sent as JSON, or ``form`` as application/x-www-form-urlencoded."""
         data = None
         all_headers = dict(headers or {})
-        if body is not None:
+        if form is not None:
+            data = form.encode()
+            all_headers["Content-Type"] = "application/x-www-form-urlencoded"
+        elif body is not None:
             data = json.dumps(body).encode()
             all_headers["Content-Type"] = "application/json"
         if token:
@@ -84,3 +90,9 @@ class Instance:
         except urllib.error.HTTPError as err:
             raw = err.read()
             return err.code, dict(err.headers), json.loads(raw) if raw else None
+
+    def create_key(self, admin_key: str, **fields: Any) -> str:
+        """The text of a new API key made through the admin API (a secret key unless ``type`` says otherwise)."""
+        status, _, body = self.request("POST", "/v1/admin/api-keys", {"type": "secret", **fields}, token=admin_key)
+        assert status == 201, body
+        return str(body["key"])

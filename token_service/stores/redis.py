@@ -24,13 +24,16 @@ Redis Cluster. Layout (``P`` = ``{ts}``):
 from __future__ import annotations
 
 import json
+import logging
 import math
 import secrets
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 import redis
-from redis.exceptions import RedisClusterException, RedisError
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisClusterException, RedisError, ResponseError
+from redis.retry import Retry
 
 from token_service.apikeys import ApiKey
 from token_service.clock import Clock
@@ -46,9 +49,11 @@ from token_service.stores.base import (
     StoreUnavailable,
 )
 from token_service.stores.cursor import decode_cursor, encode_cursor
+from token_service.stores.durability import persistence_warnings, unconfirmed
 
 T = TypeVar("T")
 P = "{ts}"
+log = logging.getLogger("token_service.stores")
 
 _ADD = """
 local now = tonumber(ARGV[4])
@@ -180,6 +185,33 @@ def _guard(call: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         raise StoreUnavailable(f"redis: {type(exc).__name__}") from exc
 
 
+class DurableWrites:
+    """Runs the writes that must not be lost: revocations made and lifted, API keys revoked or given an earlier
+    expiry, signing keys added or revoked. With ``replicas`` > 0 each write is followed by ``WAIT replicas
+    timeout_ms`` in one pipeline, so on the connection that made the write (WAIT counts the replicas that
+    acknowledged that connection's writes); a shortfall is reported to ``durability.unconfirmed`` after the
+    write is in force. ``client``'s socket timeout must exceed the WAIT's (stores_from_url adds it)."""
+
+    def __init__(self, client: Any, replicas: int = 0, timeout_ms: int = 500):
+        self.client: Any = client
+        self.replicas = replicas
+        self.timeout_ms = timeout_ms
+
+    def __call__(self, write: Callable[[Any], T]) -> T:
+        """``write(client_or_pipeline)``'s result; StoreUnavailable when Redis fails."""
+        if not self.replicas:
+            return _guard(write, self.client)
+        pipe = self.client.pipeline(transaction=False)
+        write(pipe)
+        pipe.execute_command("WAIT", self.replicas, self.timeout_ms)
+        result, acknowledged = _guard(pipe.execute)
+        if int(acknowledged) < self.replicas:
+            message = f"{int(acknowledged)} of {self.replicas} Redis replicas acknowledged a write within {self.timeout_ms} ms"
+            log.warning("%s: it is in force on the primary; answered 503", message)
+            unconfirmed(message)
+        return result  # type: ignore[no-any-return]
+
+
 def _ids_after(client: Any, index: str, after: int, count: int) -> list[tuple[str, int]]:
     """Up to ``count`` (id, sequence number) pairs of ``index`` after sequence number ``after``."""
     rows = _guard(client.zrangebyscore, index, f"({after}", "+inf", start=0, num=count, withscores=True)
@@ -205,9 +237,10 @@ def _revocation_from(raw: bytes | str) -> Revocation:
 class RedisRevocationStore:
     """RevocationStore on Redis; see the module docstring for the layout."""
 
-    def __init__(self, client: Any, clock: Clock):
+    def __init__(self, client: Any, clock: Clock, durable: DurableWrites | None = None):
         self._r: Any = client
         self._clock = clock
+        self._durable = durable or DurableWrites(client)
         self._add = client.register_script(_ADD)
         self._lift = client.register_script(_LIFT)
         self._changes = client.register_script(_CHANGES)
@@ -220,7 +253,7 @@ class RedisRevocationStore:
         keys = [f"{P}:rev:rec:{entry.id}", f"{P}:rev:idx", f"{P}:rev:exp", _marker_key(target),
                 f"{P}:rev:ids:{entry.type}:{entry.value}", f"{P}:rev:seq"]
         args = [entry.id, _revocation_json(entry), entry.revoked_at, int(now), ttl_ms, entry.expires_at or 0]
-        _guard(self._add, keys=keys, args=args)
+        self._durable(lambda c: self._add(keys=keys, args=args, client=c))
 
     def lift(self, revocation_id: str) -> Revocation | None:
         """See RevocationStore.lift."""
@@ -231,7 +264,7 @@ class RedisRevocationStore:
                 f"{P}:rev:ids:{entry.type}:{entry.value}", f"{P}:rev:seq", f"{P}:rev:lifted", f"{P}:rev:lifted:exp"]
         forget_at = "+inf" if entry.expires_at is None else entry.expires_at
         args = [entry.id, f"{P}:rev:rec:", _revocation_json(entry), int(self._clock()), forget_at]
-        lifted = _guard(self._lift, keys=keys, args=args)
+        lifted = self._durable(lambda c: self._lift(keys=keys, args=args, client=c))
         return entry if lifted else None
 
     def changes(self, after: int | None) -> tuple[list[tuple[Revocation, bool]], int]:
@@ -295,8 +328,9 @@ _LIST_FIELDS = ("personas", "scopes", "origins", "permissions")
 class RedisApiKeyStore:
     """ApiKeyStore on Redis hashes."""
 
-    def __init__(self, client: Any):
+    def __init__(self, client: Any, durable: DurableWrites | None = None):
         self._r: Any = client
+        self._durable = durable or DurableWrites(client)
         self._create = client.register_script(_KEY_CREATE)
         self._revoke = client.register_script(_KEY_REVOKE)
         self._touch = client.register_script(_KEY_TOUCH)
@@ -358,7 +392,7 @@ class RedisApiKeyStore:
 
     def revoke(self, key_id: str, at: int) -> ApiKey | None:
         """See ApiKeyStore.revoke."""
-        if not _guard(self._revoke, keys=[f"{P}:key:rec:{key_id}"], args=[at]):
+        if not self._durable(lambda c: self._revoke(keys=[f"{P}:key:rec:{key_id}"], args=[at], client=c)):
             return None
         key = self.get(key_id)
         if key is not None and key.type == "public":
@@ -381,7 +415,7 @@ class RedisApiKeyStore:
             return None
         origin_keys = [f"{P}:key:origin:{origin}" for origin in key.origins] if key.type == "public" else []
         args = [expires_at, key_id, successor or ""]
-        if not _guard(self._set_expiry, keys=[f"{P}:key:rec:{key_id}", *origin_keys], args=args):
+        if not self._durable(lambda c: self._set_expiry(keys=[f"{P}:key:rec:{key_id}", *origin_keys], args=args, client=c)):
             return None
         return self.get(key_id)
 
@@ -436,8 +470,9 @@ def _signing_key_from(raw: bytes | str) -> StoredSigningKey:
 class RedisSigningKeyStore:
     """SigningKeyStore on one Redis hash (kid -> JSON with the sealed private key)."""
 
-    def __init__(self, client: Any):
+    def __init__(self, client: Any, durable: DurableWrites | None = None):
         self._r: Any = client
+        self._durable = durable or DurableWrites(client)
         self._update = client.register_script(_RING_UPDATE)
         self._release = client.register_script(_RELEASE)
         self._tokens: dict[str, bytes] = {}  # the lock tokens this process holds
@@ -448,13 +483,13 @@ class RedisSigningKeyStore:
 
     def add(self, key: StoredSigningKey) -> None:
         """See SigningKeyStore.add."""
-        if not _guard(self._r.hsetnx, f"{P}:ring", key.times.kid, _signing_key_json(key)):
+        if not self._durable(lambda c: c.hsetnx(f"{P}:ring", key.times.kid, _signing_key_json(key))):
             raise ValueError("duplicate kid")
 
     def update(self, kid: str, activates_at: int | None = None, revoked_at: int | None = None) -> StoredSigningKey | None:
         """See SigningKeyStore.update."""
         args = [kid, "" if activates_at is None else activates_at, "" if revoked_at is None else revoked_at]
-        raw = _guard(self._update, keys=[f"{P}:ring"], args=args)
+        raw = self._durable(lambda c: self._update(keys=[f"{P}:ring"], args=args, client=c))
         return None if raw is None else _signing_key_from(raw)
 
     def acquire(self, name: str, ttl: int) -> bool:
@@ -496,21 +531,44 @@ class RedisStores:
 
     shared = True
 
-    def __init__(self, client: Any, clock: Clock):
+    def __init__(self, client: Any, clock: Clock, durable: DurableWrites | None = None):
         self.client: Any = client
-        self.revocations: RevocationStore = RedisRevocationStore(client, clock)
-        self.api_keys: ApiKeyStore = RedisApiKeyStore(client)
+        self.durable = durable or DurableWrites(client)
+        self.revocations: RevocationStore = RedisRevocationStore(client, clock, self.durable)
+        self.api_keys: ApiKeyStore = RedisApiKeyStore(client, self.durable)
         self.replays: ReplayCache = RedisReplayCache(client)
         self.rate_limits: RateLimitStore = RedisRateLimitStore(client, clock)
-        self.signing_keys: SigningKeyStore = RedisSigningKeyStore(client)
+        self.signing_keys: SigningKeyStore = RedisSigningKeyStore(client, self.durable)
 
     def ping(self) -> None:
         """See Stores.ping."""
         _guard(self.client.ping)
 
     def close(self) -> None:
-        """Release the connection pool."""
+        """Release the connection pool(s)."""
         self.client.close()
+        if self.durable.client is not self.client:
+            self.durable.client.close()
+
+    def persistence_warnings(self) -> list[str]:
+        """What in this Redis's persistence and eviction settings may lose acknowledged revocations (see
+        durability.persistence_warnings); StoreUnavailable when it cannot be asked. On a cluster, the node
+        holding the ``{ts}`` slot (every key of the service) is asked."""
+        node_of = getattr(self.client, "get_node_from_key", None)
+        client = self.client if node_of is None else self.client.get_redis_connection(node_of(P))
+        persistence = _guard(client.info, "persistence")
+        memory = _guard(client.info, "memory")
+        config: dict[str, str] = {}
+        try:
+            for name in ("save", "appendfsync"):
+                for key, value in _guard(client.config_get, name).items():
+                    text = value.decode() if isinstance(value, bytes) else str(value)
+                    config[key.decode() if isinstance(key, bytes) else str(key)] = text
+        except StoreUnavailable as exc:
+            if not isinstance(exc.__cause__, ResponseError):  # refused (managed Redis, ACL): unknown; else: down
+                raise
+            return persistence_warnings(persistence, memory, None)
+        return persistence_warnings(persistence, memory, config)
 
 
 def client_from_url(url: str, connect_timeout: float, socket_timeout: float, max_connections: int) -> Any:
@@ -520,6 +578,9 @@ def client_from_url(url: str, connect_timeout: float, socket_timeout: float, max
         "socket_timeout": socket_timeout,
         "max_connections": max_connections,
         "health_check_interval": 30,
+        # No retries inside a call: a call costs at most the two timeouts (docs/design.md, "Failure policy"),
+        # and on Sentinel a retry would reconnect to the dead primary instead of asking the sentinels again.
+        "retry": Retry(NoBackoff(), 0),
     }
     scheme, _, rest = url.partition("://")
     if scheme in ("sentinel", "redis+sentinel"):
@@ -536,6 +597,7 @@ def client_from_url(url: str, connect_timeout: float, socket_timeout: float, max
         return sentinel.master_for(service or "mymaster", db=int(db or 0))  # type: ignore[no-untyped-call]
     if scheme in ("cluster", "redis+cluster"):
         options.pop("health_check_interval")
+        options.pop("retry")  # the cluster client's retries follow MOVED and failovers between nodes
         try:
             return redis.cluster.RedisCluster.from_url("redis://" + rest, **options)
         except (RedisError, RedisClusterException) as exc:  # the cluster client reads the slot map at construction

@@ -11,7 +11,10 @@ The service's ``_ADD`` and ``_LIFT`` scripts publish, on ``{ts}:rev:events``, th
   invalidation or a reconnect happened while the MGET was in flight (an epoch counter decides);
 - drops the cached value of a marker key named by a message (the next token reads it afresh);
 - while the subscription is down or not yet confirmed, is not current: every token is checked against
-  Redis directly (one MGET); when Redis cannot be reached, raises RevocationUnavailable (fail closed).
+  Redis directly (one MGET); when Redis cannot be reached, raises RevocationUnavailable (fail closed);
+- sends a PING on the subscription after ``health_check_interval`` without hearing anything, and drops the
+  link when nothing at all (no message, no pong) arrives within ``socket_timeout`` of it: a server that
+  stops answering (frozen, or a half-open link) raises no error by itself, and the cache must not outlive it.
 
 Why PUBLISH and not keyspace notifications or client-side caching: see docs/verifier.md.
 """
@@ -20,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -31,6 +35,7 @@ from token_service.verifier.errors import RevocationUnavailable
 
 CHANNEL = "{ts}:rev:events"
 PREFIX = "{ts}:rev:on:"
+LIVENESS_PING = "token-service-liveness"
 log = logging.getLogger("token_service.verifier")
 
 
@@ -57,6 +62,8 @@ class RedisRevocations:
             health_check_interval=health_check_interval,
         )
         self._reconnect_delay = reconnect_delay
+        self._ping_interval = health_check_interval  # a PING after this long without hearing anything
+        self._answer_timeout = socket_timeout  # and the link is dead when nothing answers it for this long
         self._max_cached = max_cached
         self._lock = threading.Lock()
         self._cache: dict[str, bytes | None] = {}
@@ -124,10 +131,18 @@ class RedisRevocations:
             pubsub = self._client.pubsub()
             try:
                 pubsub.subscribe(CHANNEL)
+                heard, pinged = time.monotonic(), None
                 while not self._stop.is_set():
                     message = pubsub.get_message(timeout=0.2)
+                    now = time.monotonic()
                     if message is None:
+                        if pinged is None and now - heard >= self._ping_interval:
+                            pubsub.ping(LIVENESS_PING)
+                            pinged = now
+                        elif pinged is not None and now - pinged > self._answer_timeout:
+                            raise redis.TimeoutError("no answer on the subscription")  # a frozen server or a half-open link
                         continue
+                    heard, pinged = now, None
                     if message["type"] == "subscribe":
                         self._set_current(True)  # confirmed: from here no message is missed; forget what may have been
                     elif message["type"] == "message":

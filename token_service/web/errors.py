@@ -22,6 +22,8 @@ from token_service.errors import (
     TemporarilyUnavailable,
     UnsupportedMediaType,
 )
+from token_service.stores.base import StoreUnavailable
+from token_service.web.hooks import loggable
 
 log = logging.getLogger("token_service.web")
 VERIFY_ENDPOINTS = frozenset({"public.verify"})
@@ -60,6 +62,13 @@ def _http_error(exc: HTTPException) -> Response:
     return render(error)
 
 
+def _store_unavailable(exc: StoreUnavailable) -> Response:
+    # A store failure no use case translated (a managed key ring re-read every few seconds, for one): the
+    # store is out, so the contract's 503, never a 500 (fail closed). The text names only the error's type.
+    log.warning("store unavailable on %s %s (%s)", loggable(request.method), loggable(request.path), exc)
+    return render(TemporarilyUnavailable("The revocation and key store cannot be reached; retry shortly."))
+
+
 def _unexpected(exc: Exception) -> Response:
     # The contract forbids stack traces and exception text in logs (either may hold a token):
     # log the exception's type and where it was raised, nothing more.
@@ -73,4 +82,5 @@ def register_error_handlers(app: Flask) -> None:
     """Install the renderer for ServiceError, Werkzeug's HTTP errors and anything unexpected."""
     app.register_error_handler(ServiceError, render)
     app.register_error_handler(HTTPException, _http_error)
+    app.register_error_handler(StoreUnavailable, _store_unavailable)
     app.register_error_handler(Exception, _unexpected)

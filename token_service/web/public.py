@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import functools
+import json
+from importlib import resources
 from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, request
@@ -165,6 +168,22 @@ def metadata() -> Response:
     """RFC 8414 metadata."""
     response = _json(service().metadata())
     response.headers["Cache-Control"] = f"public, max-age={service().settings.jwks_max_age}"
+    return response
+
+
+@functools.cache
+def _openapi_document() -> dict[str, Any]:
+    """The OpenAPI 3.1 document shipped in the package (token_service/web/openapi.json), read once."""
+    document: dict[str, Any] = json.loads(resources.files("token_service.web").joinpath("openapi.json").read_text("utf-8"))
+    return document
+
+
+@bp.get("/openapi.json")
+def openapi() -> Response:
+    """The OpenAPI 3.1 description of this API (no auth), with this deployment's issuer as its server."""
+    document = {**_openapi_document(), "servers": [{"url": service().settings.issuer}]}
+    response = _json(document)
+    response.headers["Cache-Control"] = "public, max-age=300"
     return response
 
 
