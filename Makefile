@@ -41,12 +41,13 @@ audit: $(AUDIT_STAMP)
 
 ## lock: re-resolve requirements*.in into requirements*.txt, pinned with hashes for every Python 3.11+ platform
 ## (uv keeps the current pins unless an .in file asks otherwise; UPGRADE=--upgrade moves everything to the newest)
-UV_VERSION := 0.13.9
 LOCK_VENV := $(VENV)/lock
 UV_COMPILE = $(LOCK_VENV)/bin/uv pip compile --quiet --universal --python-version 3.11 --generate-hashes \
 	--custom-compile-command "make lock" $(UPGRADE)
 lock: | $(BIN)/python
-	test -x $(LOCK_VENV)/bin/uv || { $(PYTHON) -m venv $(LOCK_VENV) && $(LOCK_VENV)/bin/pip install --disable-pip-version-check uv==$(UV_VERSION); }
+	test -x $(LOCK_VENV)/bin/uv || { $(PYTHON) -m venv $(LOCK_VENV) && \
+	  $(LOCK_VENV)/bin/pip install --disable-pip-version-check -r requirements-lock.txt; }
+	$(UV_COMPILE) requirements-lock.in -o requirements-lock.txt
 	$(UV_COMPILE) requirements.in -o requirements.txt
 	$(UV_COMPILE) requirements-dev.in -o requirements-dev.txt
 	$(UV_COMPILE) requirements-audit.in -o requirements-audit.txt

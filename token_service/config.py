@@ -283,8 +283,8 @@ def _parse(name: str, text: str) -> Any:
         return _int(name, text, 1, 10000)
     if name == "redis_wait_replicas":
         return _int(name, text, 0, 64)
-    if name == "redis_wait_timeout":  # milliseconds, as WAIT takes them; 0 (wait forever) is refused
-        return _int(name, text, 1, 60000)
+    if name == "redis_wait_timeout":  # milliseconds, as WAIT takes them; 0 (wait forever) is refused, and the
+        return _int(name, text, 1, 10000)  # cap stays well inside gunicorn's 30 s worker timeout
     if name == "admin_key":
         key = text.strip()
         if not key:

@@ -17,7 +17,7 @@ process grew more than ``SOAK_MAX_GROWTH`` percent between the first sample afte
 
 Settings (environment, or the matching ``--option``): SOAK_SECONDS (180), SOAK_INTERVAL (10),
 SOAK_WARMUP (30, at most a third of the run), SOAK_CLIENTS (8 driver threads), SOAK_WORKERS (2 per
-instance), SOAK_MAX_GROWTH (20), SOAK_MAX_TTL (60: the instances' max TTL and signature window),
+instance), SOAK_MAX_GROWTH (10), SOAK_MAX_TTL (60: the instances' max TTL and signature window),
 SOAK_ADMIN_INTERVAL (1.5 s between admin revocations), SOAK_RUN_DIR
 (``run/soak-<UTC time>``: instance logs and ``samples.jsonl``).
 """
@@ -556,7 +556,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=float, default=float(env.get("SOAK_WARMUP", 30)))
     parser.add_argument("--clients", type=int, default=int(env.get("SOAK_CLIENTS", 8)))
     parser.add_argument("--workers", type=int, default=int(env.get("SOAK_WORKERS", 2)))
-    parser.add_argument("--max-growth", type=float, default=float(env.get("SOAK_MAX_GROWTH", 20)))
+    parser.add_argument("--max-growth", type=float, default=float(env.get("SOAK_MAX_GROWTH", 10)))
     parser.add_argument("--max-ttl", type=int, default=int(env.get("SOAK_MAX_TTL", MAX_TTL)))
     parser.add_argument("--admin-interval", type=float, default=float(env.get("SOAK_ADMIN_INTERVAL", 1.5)))
     stamp = time.strftime("soak-%Y%m%dT%H%M%SZ", time.gmtime())

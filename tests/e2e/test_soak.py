@@ -19,7 +19,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_a_short_soak_passes_and_reports_every_kind_of_traffic(tmp_path: Path) -> None:
     env = {**{k: v for k, v in os.environ.items() if not k.startswith(("TOKEN_SERVICE_", "SOAK_"))},
-           "SOAK_SECONDS": "5", "SOAK_CLIENTS": "4", "SOAK_ADMIN_INTERVAL": "0.5", "SOAK_RUN_DIR": str(tmp_path)}
+           "SOAK_SECONDS": "5", "SOAK_CLIENTS": "4", "SOAK_ADMIN_INTERVAL": "0.5", "SOAK_RUN_DIR": str(tmp_path),
+           "SOAK_MAX_GROWTH": "50"}  # 5 s cannot judge memory (caches still filling); `make soak` keeps the 10 % default
     result = subprocess.run([sys.executable, "-m", "tools.soak"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "result: PASS" in result.stdout

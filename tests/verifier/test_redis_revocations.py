@@ -149,3 +149,49 @@ def test_a_revocation_missed_while_the_subscription_was_down_is_honoured_after_r
     with pytest.raises(TokenInvalid):
         verifier.verify(token)
     assert source.reconnects >= 1
+
+
+@pytest.mark.parametrize("name", ["socket_timeout", "health_check_interval"])
+@pytest.mark.parametrize("value", [None, 0, -1, True])
+def test_a_timeout_that_would_let_a_silent_link_keep_the_cache_is_refused(live: Service, name: str, value: object) -> None:
+    with pytest.raises(ValueError, match=name):
+        RedisRevocations(live.redis.url, **{name: value})  # type: ignore[arg-type]
+
+
+class _PubSubFailingOnce(redis.client.PubSub):
+    """A real subscription that raises an error redis-py never raises (a bug anywhere in the loop) once it is confirmed."""
+
+    failures = 0
+
+    def get_message(self, *args: object, **kwargs: object) -> object:
+        message = super().get_message(*args, **kwargs)  # type: ignore[arg-type]
+        if message is not None and message["type"] == "subscribe" and _PubSubFailingOnce.failures == 0:
+            _PubSubFailingOnce.failures += 1
+            self.confirmed_once = True
+            return message
+        if getattr(self, "confirmed_once", False):
+            raise RuntimeError("unexpected")
+        return message
+
+
+class _ClientWithFailingPubSub(redis.Redis):
+    def pubsub(self, **kwargs: object) -> redis.client.PubSub:
+        if _PubSubFailingOnce.failures == 0:
+            return _PubSubFailingOnce(self.connection_pool, **kwargs)  # type: ignore[arg-type]
+        return super().pubsub(**kwargs)  # type: ignore[arg-type]
+
+
+def test_an_unexpected_error_in_the_listener_stops_the_cache_and_the_listener_recovers(live: Service) -> None:
+    _PubSubFailingOnce.failures = 0
+    client = _ClientWithFailingPubSub.from_url(live.redis.url, socket_timeout=0.2, socket_connect_timeout=0.2)
+    source = RedisRevocations(live.redis.url, socket_timeout=0.2, reconnect_delay=0.05, client=client)
+    try:
+        assert wait_until(lambda: source.reconnects >= 1), "the unexpected error did not end the loop"
+        assert source.wait_current(10), "the listener did not subscribe again after the unexpected error"
+        token = live.mint(sub="after-crash")
+        verifier = Verifier(ISSUER, AUDIENCE, live.jwks_url, revocations=source)
+        verifier.verify(token)  # cached as "not revoked" by a current source
+        live.revoke(token=token)
+        assert refused_within(verifier, token, 5) is not None, "a revocation after the crash was not seen"
+    finally:
+        source.close()

@@ -48,6 +48,13 @@ def confirmed_writes() -> Iterator[None]:
         raise ReplicationIncomplete(pending[0])
 
 
+def shortfall_seen() -> bool:
+    """True inside a use case one of whose writes was already not acknowledged in time: its answer is a 503
+    anyway, so its later writes do not wait again (a report of 100 keys with a replica down would otherwise
+    wait 100 times, past the worker's timeout)."""
+    return bool(_pending.get())
+
+
 def unconfirmed(message: str) -> None:
     """Called by a store (which has logged ``message``) after a write its replicas did not acknowledge in time:
     collected inside ``confirmed_writes``. Outside one nobody waits for an acknowledgement (the ring's own

@@ -49,7 +49,7 @@ from token_service.stores.base import (
     StoreUnavailable,
 )
 from token_service.stores.cursor import decode_cursor, encode_cursor
-from token_service.stores.durability import persistence_warnings, unconfirmed
+from token_service.stores.durability import persistence_warnings, shortfall_seen, unconfirmed
 
 T = TypeVar("T")
 P = "{ts}"
@@ -199,7 +199,7 @@ class DurableWrites:
 
     def __call__(self, write: Callable[[Any], T]) -> T:
         """``write(client_or_pipeline)``'s result; StoreUnavailable when Redis fails."""
-        if not self.replicas:
+        if not self.replicas or shortfall_seen():
             return _guard(write, self.client)
         pipe = self.client.pipeline(transaction=False)
         write(pipe)
@@ -207,7 +207,7 @@ class DurableWrites:
         result, acknowledged = _guard(pipe.execute)
         if int(acknowledged) < self.replicas:
             message = f"{int(acknowledged)} of {self.replicas} Redis replicas acknowledged a write within {self.timeout_ms} ms"
-            log.warning("%s: it is in force on the primary; answered 503", message)
+            log.warning("%s: in force on the primary, not confirmed on the replicas", message)
             unconfirmed(message)
         return result  # type: ignore[no-any-return]
 

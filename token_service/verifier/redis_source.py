@@ -57,6 +57,10 @@ class RedisRevocations:
     def __init__(self, redis_url: str, connect_timeout: float = 0.5, socket_timeout: float = 0.5,
                  health_check_interval: float = 1.0, reconnect_delay: float = 0.1, max_cached: int = 100_000,
                  client: Any = None):
+        for name, value in (("socket_timeout", socket_timeout), ("health_check_interval", health_check_interval)):
+            # both bound how long a silent link may keep the cache current: "no timeout" would fail open
+            if not isinstance(value, int | float) or isinstance(value, bool) or value <= 0:
+                raise ValueError(f"{name} must be a positive number of seconds")
         self._client: Any = client or redis.Redis.from_url(
             redis_url, socket_connect_timeout=connect_timeout, socket_timeout=socket_timeout,
             health_check_interval=health_check_interval,
@@ -148,8 +152,8 @@ class RedisRevocations:
                     elif message["type"] == "message":
                         data = message["data"]
                         self._invalidate(data.decode() if isinstance(data, bytes) else str(data))
-            except (RedisError, OSError, ValueError) as exc:
-                if self._current:
+            except Exception as exc:  # noqa: BLE001 - whatever ends the loop, the cache must stop being current
+                if self._current or not isinstance(exc, RedisError | OSError | ValueError):
                     log.warning("revocation subscription lost (%s); checking Redis per token until it is back", type(exc).__name__)
                 self._set_current(False)
                 self.reconnects += 1
