@@ -15,7 +15,7 @@ AUDIT_VENV := $(VENV)/audit
 AUDIT_STAMP := $(AUDIT_VENV)/.installed-requirements-audit
 AUDIT_ARGS ?= --strict
 
-.PHONY: run test lint soak audit lock clean check-redis check-curl
+.PHONY: run test lint soak bench audit lock clean check-redis check-curl check-wrk
 
 ## run: serve the dev server on 127.0.0.1:$(PORT) (embedded stores, generated admin key in run/admin-key)
 run: $(RUNTIME_STAMP)
@@ -33,6 +33,11 @@ lint: $(DEV_STAMP)
 ## soak: two gunicorn instances on their own Redis under mixed traffic (docs/soak.md); SOAK_SECONDS=180 by default
 soak: $(RUNTIME_STAMP) check-redis
 	$(BIN)/python -m tools.soak
+
+## bench: the benchmark (docs/performance.md): Redis and gunicorn as production runs them, driven by wrk, with the
+## ratios of issue 7's targets; BENCH_SECONDS=10 per scenario, BENCH_SHORT=1 for a run of about half a minute
+bench: $(RUNTIME_STAMP) check-redis check-wrk
+	$(BIN)/python -m tools.bench
 
 ## audit: pip-audit of the pinned runtime set (requirements.txt, what ships) against PyPI's advisories; fails on a
 ## known vulnerability and (--strict, the default) on a pin it could not check; AUDIT_ARGS= reports those without failing
@@ -85,3 +90,8 @@ check-curl:
 	@command -v curl >/dev/null 2>&1 || { \
 	  echo "error: curl is not on PATH; tests/e2e runs the dev server's curl walk-through." >&2; \
 	  echo "       Debian/Ubuntu: sudo apt-get install curl" >&2; exit 1; }
+
+check-wrk:
+	@command -v wrk >/dev/null 2>&1 || { \
+	  echo "error: wrk is not on PATH; make bench drives the service with it." >&2; \
+	  echo "       Debian/Ubuntu: sudo apt-get install wrk   macOS: brew install wrk" >&2; exit 1; }

@@ -265,3 +265,20 @@ def closed_port() -> Iterator[int]:
 def down_client(signing_key_file: str, closed_port: int, clock: FakeClock) -> Any:
     """A test client of an app whose Redis cannot be reached (same signing key and clock as ``app``)."""
     return create_app(unreachable_store_settings(signing_key_file, closed_port), clock=clock).test_client()
+
+
+@pytest.fixture
+def signature_checks(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
+    """Every ES256 signature check made from now on, by its signing input (the real check still runs):
+    how the verify-cache tests tell a cache hit from a full check."""
+    from jwt.algorithms import ECAlgorithm
+
+    calls: list[bytes] = []
+    real = ECAlgorithm.verify
+
+    def counting(self: ECAlgorithm, msg: bytes, key: Any, sig: bytes) -> bool:
+        calls.append(msg)
+        return real(self, msg, key, sig)
+
+    monkeypatch.setattr(ECAlgorithm, "verify", counting)
+    return calls

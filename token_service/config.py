@@ -70,6 +70,7 @@ class Settings:
     key_encryption_key: bytes | None = field(default=None, repr=False)
     max_ttl: int = 900
     clock_skew: int = 30
+    verify_cache_size: int = 10000
     scopes: tuple[str, ...] = ("chat:read", "chat:write")
     default_scopes: tuple[str, ...] = ("chat:read", "chat:write")
     cors_origins: tuple[str, ...] = ()
@@ -318,6 +319,8 @@ def _parse(name: str, text: str) -> Any:
         # At least 1: issue times have one-second resolution, and a token minted in the second of a
         # subject/persona/credential revocation is issued one second later (see revocation.py).
         return _int(name, text, 1, 300)
+    if name == "verify_cache_size":  # tokens whose signature verified, per process; 0 turns the cache off
+        return _int(name, text, 0, 1_000_000)
     if name in ("scopes", "default_scopes"):
         return _scopes(name, text)
     if name == "cors_origins":

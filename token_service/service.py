@@ -126,7 +126,7 @@ class TokenService:
         self.keys = keys
         self.chain = chain
         self.clock = clock
-        self.codec = TokenCodec(settings.issuer, settings.audience, settings.clock_skew)
+        self.codec = TokenCodec(settings.issuer, settings.audience, settings.clock_skew, settings.verify_cache_size)
 
     @property
     def ring(self) -> KeyRing:

@@ -11,8 +11,11 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import json
 import re
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -99,17 +102,70 @@ def json_object(raw: bytes) -> dict[str, Any]:
     return value
 
 
+@dataclass(frozen=True, slots=True)
+class _Verified:
+    """What a verified token's signature check established: the key that verified it, its header and claims."""
+
+    key: SigningKey
+    header: dict[str, Any]
+    claims: AccessClaims
+    raw_claims: dict[str, Any]
+
+
+class VerifiedCache:
+    """A bounded LRU of tokens whose signature verified, keyed by the BLAKE2b digest of the whole token text
+    (any change to the token misses; the token itself is never held as a key). Thread-safe.
+
+    A hit skips parsing and the signature check only: the caller re-checks that the key is still in the
+    ring and re-applies the time checks; revocation is never decided here."""
+
+    def __init__(self, size: int):
+        self.size = size
+        self._entries: OrderedDict[bytes, _Verified] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    @staticmethod
+    def digest(token: str) -> bytes:
+        """The cache key of ``token``."""
+        return hashlib.blake2b(token.encode("utf-8", "surrogatepass"), digest_size=32).digest()
+
+    def get(self, digest: bytes) -> _Verified | None:
+        """The entry of ``digest`` (now the most recently used), or None."""
+        with self._lock:
+            entry = self._entries.get(digest)
+            if entry is not None:
+                self._entries.move_to_end(digest)
+            return entry
+
+    def put(self, digest: bytes, entry: _Verified) -> None:
+        """Remember ``entry``; the least recently used entry goes when the cache is full."""
+        with self._lock:
+            self._entries[digest] = entry
+            self._entries.move_to_end(digest)
+            while len(self._entries) > self.size:
+                self._entries.popitem(last=False)
+
+    def discard(self, digest: bytes) -> None:
+        """Forget ``digest`` (an expired token, a key that left the ring)."""
+        with self._lock:
+            self._entries.pop(digest, None)
+
+
 _MALFORMED = Verdict(header=None, claims=None, reasons=(Reason("malformed", "The token is not a well-formed signed JWT."),))
 
 
 class TokenCodec:
     """Signs and checks access tokens for one issuer and audience, with a clock skew allowance."""
 
-    def __init__(self, issuer: str, audience: str, clock_skew: int):
+    def __init__(self, issuer: str, audience: str, clock_skew: int, cache_size: int = 0):
         self.issuer = issuer
         self.audience = audience
         self.clock_skew = clock_skew
         self._algorithms: dict[str, JwtAlgorithm] = {}
+        self.cache = VerifiedCache(cache_size) if cache_size > 0 else None
 
     def _algorithm(self, name: str) -> JwtAlgorithm:
         algorithm = self._algorithms.get(name)
@@ -125,6 +181,35 @@ class TokenCodec:
 
     def inspect(self, token: str, ring: KeyRing, now: float) -> Verdict:
         """Every reason ``token`` fails, apart from revocation entries; claims only when the signature holds."""
+        if not isinstance(token, str) or len(token) > MAX_TOKEN_LENGTH or token.count(".") != 2:
+            return _MALFORMED
+        cache = self.cache
+        if cache is None:
+            return self._check(token, ring, now)
+        digest = cache.digest(token)
+        entry = cache.get(digest)
+        if entry is not None:
+            current = ring.get(entry.key.kid)
+            if current is not None and (current is entry.key or current == entry.key):
+                claims, skew = entry.claims, self.clock_skew
+                # The time checks, on every hit (issuer and audience held when the entry was stored).
+                if claims.exp > now - skew and claims.nbf <= now + skew and claims.iat <= now + skew:
+                    reasons: tuple[Reason, ...] = ()
+                else:
+                    reasons = tuple(self._claim_reasons(claims, now))
+                    if reasons[0].code == "expired":
+                        cache.discard(digest)
+                return Verdict(header=dict(entry.header), claims=claims, reasons=reasons, raw_claims=dict(entry.raw_claims))
+            cache.discard(digest)  # the key left the ring or was replaced: check the token again from scratch
+        verdict = self._check(token, ring, now)
+        if verdict.valid and verdict.header is not None and verdict.raw_claims is not None:
+            key = ring.get(verdict.header["kid"])  # the key whose signature check just passed
+            if key is not None and verdict.claims is not None:
+                cache.put(digest, _Verified(key, dict(verdict.header), verdict.claims, dict(verdict.raw_claims)))
+        return verdict
+
+    def _check(self, token: str, ring: KeyRing, now: float) -> Verdict:
+        """The full check of ``token``, without the cache."""
         if not isinstance(token, str) or len(token) > MAX_TOKEN_LENGTH or token.count(".") != 2:
             return _MALFORMED
         header_segment, payload_segment, signature_segment = token.split(".")

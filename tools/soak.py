@@ -34,9 +34,6 @@ import os
 import random
 import secrets
 import shutil
-import signal
-import socket
-import subprocess
 import sys
 import threading
 import time
@@ -45,9 +42,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import redis
+from tools import harness
+from tools.harness import ROOT, call, rss_kib
 
-ROOT = Path(__file__).resolve().parents[1]
 ORIGIN = "https://chat.soak.test"
 PERSONAS = ("support-bot", "billing-bot")
 SACRIFICE = "billing-bot"
@@ -61,12 +58,6 @@ GOOD_MARGIN = 5
 """A token is expected valid only while it has more than this many seconds left."""
 POOL = 4000
 REVOCATION_PATTERNS = {"entries": "{ts}:rev:rec:*", "markers": "{ts}:rev:on:*"}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 # --- the ledger: what the driver revoked, and what each token's verdict must therefore be ----------------------
@@ -131,67 +122,17 @@ class Ledger:
 
 # --- processes ------------------------------------------------------------------------------------------------------
 
-def rss_kib(pid: int) -> int | None:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    except OSError:
-        return None
-    return None
-
-
-def children_of(pid: int) -> list[int]:
-    """Direct children, from /proc/<pid>/stat (the kernel's ``children`` file is often not built in)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-            found.append(int(entry.name))
-    return sorted(found)
-
-
 def family_of(key: str) -> str:
     """The kind of a Redis key, for the breakdown: ``{ts}:rev:rec``, ``{ts}:replay``, ``{ts}:rate``, ..."""
     parts = key.split("/", 1)[0].split(":")
     return ":".join(parts[:3] if len(parts) > 2 and parts[1] in ("rev", "key", "rl") else parts[:2])
 
 
-class RedisProcess:
-    """A redis-server on a free loopback port, persisting as production must (AOF, noeviction)."""
+class RedisProcess(harness.RedisProcess):
+    """The soak's redis-server (tools.harness), with the samples' statistics."""
 
     def __init__(self, directory: Path):
-        binary = shutil.which("redis-server")
-        if binary is None:
-            raise SystemExit("soak: redis-server is not on PATH (apt-get install redis-server)")
-        directory.mkdir(parents=True, exist_ok=True)
-        self.directory = directory
-        self.port = free_port()
-        self.args = [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(directory), "--save", "",
-                     "--appendonly", "yes", "--appendfsync", "everysec", "--maxmemory-policy", "noeviction"]
-        self.process: subprocess.Popen[bytes] | None = None
-        self.client = redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=5, decode_responses=True)
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        self.process = subprocess.Popen(self.args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                self.client.ping()
-                return
-            except redis.ConnectionError:
-                if time.monotonic() > deadline or self.process.poll() is not None:
-                    raise SystemExit("soak: redis-server did not start") from None
-                time.sleep(0.05)
+        super().__init__(directory, prog="soak")
 
     def stats(self) -> dict[str, Any]:
         out: dict[str, Any] = {"used_memory": int(self.client.info("memory")["used_memory"]), "dbsize": int(self.client.dbsize())}
@@ -200,75 +141,12 @@ class RedisProcess:
         out["families"] = dict(sorted(Counter(family_of(k) for k in self.client.scan_iter(count=1000)).items()))
         return out
 
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        self.client.close()
 
-
-class Instance:
-    """One service instance, started as production starts it: gunicorn, config/gunicorn.conf.py, wsgi:app."""
+class Instance(harness.Instance):
+    """One service instance (tools.harness): gunicorn, config/gunicorn.conf.py, wsgi:app."""
 
     def __init__(self, name: str, env: dict[str, str], workers: int, log_path: Path):
-        self.name = name
-        self.port = free_port()
-        base = {k: v for k, v in os.environ.items() if not k.startswith(("TOKEN_SERVICE_", "GUNICORN_", "WEB_CONCURRENCY"))}
-        self.env = {**base, **env, "WEB_CONCURRENCY": str(workers), "GUNICORN_BIND": f"127.0.0.1:{self.port}"}
-        self.log_path = log_path
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self, workers: int) -> None:
-        with self.log_path.open("ab") as log:
-            self.process = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "config/gunicorn.conf.py", "wsgi:app"],
-                                            cwd=ROOT, env=self.env, stdout=subprocess.DEVNULL, stderr=log)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise SystemExit(f"soak: instance {self.name} exited at start-up; see {self.log_path}")
-            try:
-                if call(self.port, "GET", "/readyz")[0] == 200 and len(self.workers()) >= workers:
-                    return
-            except (OSError, http.client.HTTPException):
-                pass
-            time.sleep(0.2)
-        raise SystemExit(f"soak: instance {self.name} did not become ready; see {self.log_path}")
-
-    def workers(self) -> list[int]:
-        return children_of(self.process.pid) if self.process is not None else []
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=40)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-
-    def log_problems(self) -> list[str]:
-        lines = self.log_path.read_text(errors="replace").splitlines() if self.log_path.exists() else []
-        return [line for line in lines if "Traceback" in line or "[ERROR]" in line or "[CRITICAL]" in line or " ERROR " in line]
-
-
-def call(port: int, method: str, path: str, body: bytes | None = None,
-         headers: dict[str, str] | None = None) -> tuple[int, Any]:
-    """One request on a fresh connection (gunicorn's sync workers close each one). Raises OSError/HTTPException."""
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-    try:
-        conn.request(method, path, body=body, headers=headers or {})
-        resp = conn.getresponse()
-        raw = resp.read()
-        try:
-            return resp.status, json.loads(raw) if raw else None
-        except ValueError:
-            return resp.status, None
-    finally:
-        conn.close()
+        super().__init__(name, env, workers, log_path, prog="soak")
 
 
 # --- the driver -----------------------------------------------------------------------------------------------------

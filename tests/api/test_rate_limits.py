@@ -148,6 +148,7 @@ def test_verify_introspect_and_discovery_are_unlimited(settings, clock):
         assert "X-RateLimit-Limit" not in response.headers and "RateLimit-Limit" not in response.headers
         response = client.post("/v1/introspect", data={"token": token}, headers=bearer(key), environ_base={"REMOTE_ADDR": ADDRESS})
         assert response.status_code == 200 and response.get_json()["active"] is True
+        assert "X-RateLimit-Limit" not in response.headers and "RateLimit-Limit" not in response.headers
         for path in ("/.well-known/jwks.json", "/.well-known/oauth-authorization-server"):
             response = client.get(path, environ_base={"REMOTE_ADDR": ADDRESS})
             assert response.status_code == 200 and "X-RateLimit-Limit" not in response.headers

@@ -9,6 +9,10 @@ the cached keys stay in use; a kid that is not cached is then a 503 (KeysUnavail
 Revocation: the source answers the markers of the token's five targets; the rules are the service's
 (``revocation.covers``: a watermark refuses ``iat <= revoked_at``; a jti or kid marker refuses the token).
 A source that cannot answer raises RevocationUnavailable: the token is refused (fail closed).
+
+Repeated tokens: the codec keeps the last ``cache_size`` verified tokens (digest-keyed LRU, see
+``tokens.VerifiedCache``); a hit skips the signature check only: the key must still be in the ring, the time
+checks and the revocation source are applied on every call.
 """
 
 from __future__ import annotations
@@ -121,11 +125,12 @@ class Verifier:
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
         fetch: Fetcher | None = None,
+        cache_size: int = 10000,
     ):
         self.issuer = issuer.rstrip("/")
         self.audience = audience
         self.revocations = revocations
-        self.codec = TokenCodec(self.issuer, audience, clock_skew)
+        self.codec = TokenCodec(self.issuer, audience, clock_skew, cache_size)  # cache_size 0: no verified-token cache
         self.keys = JwksCache(fetch or http_fetcher(jwks_url, http_timeout), jwks_refresh_interval, jwks_max_age, monotonic)
         self._clock = clock
 

@@ -56,8 +56,11 @@ def _finish(response: Response) -> Response:
     request_id = getattr(g, "request_id", None) or uuid.uuid4().hex
     response.headers["X-Request-Id"] = request_id
     response.headers["X-Content-Type-Options"] = "nosniff"
-    response.headers.setdefault("Cache-Control", "no-store")
-    response.headers.setdefault("Referrer-Policy", "no-referrer")
+    present = {name.lower() for name in response.headers.keys()}  # Headers.setdefault raises and catches per miss
+    if "cache-control" not in present:
+        response.headers.add("Cache-Control", "no-store")
+    if "referrer-policy" not in present:
+        response.headers.add("Referrer-Policy", "no-referrer")
     _cors(response)
     started = getattr(g, "started", None)
     access_log.info(
