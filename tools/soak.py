@@ -18,7 +18,9 @@ process grew more than ``SOAK_MAX_GROWTH`` percent between the first sample afte
 Settings (environment, or the matching ``--option``): SOAK_SECONDS (180), SOAK_INTERVAL (10),
 SOAK_WARMUP (30, at most a third of the run), SOAK_CLIENTS (8 driver threads), SOAK_WORKERS (2 per
 instance), SOAK_MAX_GROWTH (10), SOAK_MAX_TTL (60: the instances' max TTL and signature window),
-SOAK_ADMIN_INTERVAL (1.5 s between admin revocations), SOAK_RUN_DIR
+SOAK_ADMIN_INTERVAL (1.5 s between admin revocations), SOAK_VERIFY_CACHE (1000: the instances'
+TOKEN_SERVICE_VERIFY_CACHE_SIZE, small enough to fill within the warm-up, so that the memory check sees
+leaks, not a bounded cache filling up), SOAK_RUN_DIR
 (``run/soak-<UTC time>``: instance logs and ``samples.jsonl``).
 """
 
@@ -437,11 +439,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-growth", type=float, default=float(env.get("SOAK_MAX_GROWTH", 10)))
     parser.add_argument("--max-ttl", type=int, default=int(env.get("SOAK_MAX_TTL", MAX_TTL)))
     parser.add_argument("--admin-interval", type=float, default=float(env.get("SOAK_ADMIN_INTERVAL", 1.5)))
+    parser.add_argument("--verify-cache", type=int, default=int(env.get("SOAK_VERIFY_CACHE", 1000)))
     stamp = time.strftime("soak-%Y%m%dT%H%M%SZ", time.gmtime())
     parser.add_argument("--run-dir", default=env.get("SOAK_RUN_DIR") or str(ROOT / "run" / stamp))
     args = parser.parse_args(argv)
     if args.seconds <= 0 or args.clients < 1 or args.workers < 1 or args.interval <= 0 or args.admin_interval <= 0 \
-            or args.max_ttl < 1:
+            or args.max_ttl < 1 or args.verify_cache < 0:
         parser.error("seconds, interval, admin interval, clients, workers and max TTL must be positive")
     interval = min(args.interval, max(1.0, args.seconds / 5))
     warmup = min(args.warmup, args.seconds / 3)
@@ -459,6 +462,7 @@ def main(argv: list[str] | None = None) -> int:
         "TOKEN_SERVICE_MAX_TTL": str(args.max_ttl),
         "TOKEN_SERVICE_SIGNATURE_WINDOW": str(args.max_ttl),
         "TOKEN_SERVICE_LOG_LEVEL": "WARNING",
+        "TOKEN_SERVICE_VERIFY_CACHE_SIZE": str(args.verify_cache),
     }
     instances: list[Instance] = []
     samples: list[dict[str, Any]] = []
