@@ -320,7 +320,7 @@ def _parse(name: str, text: str) -> Any:
         # subject/persona/credential revocation is issued one second later (see revocation.py).
         return _int(name, text, 1, 300)
     if name == "verify_cache_size":  # tokens whose signature verified, per process; 0 turns the cache off
-        return _int(name, text, 0, 1_000_000)
+        return _int(name, text, 0, 100_000)  # about 2.4 KB an entry: 100,000 is about 240 MB per process
     if name in ("scopes", "default_scopes"):
         return _scopes(name, text)
     if name == "cors_origins":

@@ -229,17 +229,18 @@ class TokenService:
 
     # -- verification ---------------------------------------------------------------------------
 
-    def _inspect_signature(self, token: str) -> Verdict:
+    def _inspect_signature(self, token: str, use_cache: bool = True) -> Verdict:
         """The codec's verdict; a kid this instance does not know yet re-reads a managed ring once (a key
         promoted on another instance after a compromise signs at once)."""
-        verdict = self.codec.inspect(token, self.ring, self.clock())
+        verdict = self.codec.inspect(token, self.ring, self.clock(), use_cache)
         if self.keys.managed and verdict.reasons and verdict.reasons[0].code == "unknown_key":
-            verdict = self.codec.inspect(token, self.keys.refresh(), self.clock())
+            verdict = self.codec.inspect(token, self.keys.refresh(), self.clock(), use_cache)
         return verdict
 
     def inspect(self, token: str) -> Verdict:
-        """The full verdict on a token, revocation entries included (for operators); raises StoreUnavailable."""
-        verdict = self._inspect_signature(token)
+        """The full verdict on a token, revocation entries included (for operators); raises StoreUnavailable.
+        Never from the verify cache: operators get every reason from a full check."""
+        verdict = self._inspect_signature(token, use_cache=False)
         kid = (verdict.header or {}).get("kid")
         if not isinstance(kid, str) or self.ring.get(kid) is None:
             return verdict  # malformed or unknown key: there is nothing to look up
@@ -321,7 +322,7 @@ class TokenService:
         if rtype == "token":
             if not isinstance(value, str):
                 raise InvalidRequest("token must be a string.")
-            verdict = self.codec.inspect(value, self.ring, now)
+            verdict = self.codec.inspect(value, self.ring, now, use_cache=False)
             if verdict.claims is None:
                 raise InvalidRequest("token is not a token this service issued (its signature does not verify).")
             kind, value, token_exp = "jti", verdict.claims.jti, verdict.claims.exp

@@ -179,12 +179,13 @@ class TokenCodec:
             raise ValueError("this key cannot sign")
         return jwt.encode(dict(claims.to_dict()), key.private_key, algorithm=key.alg, headers={"typ": "at+jwt", "kid": key.kid})
 
-    def inspect(self, token: str, ring: KeyRing, now: float) -> Verdict:
-        """Every reason ``token`` fails, apart from revocation entries; claims only when the signature holds."""
+    def inspect(self, token: str, ring: KeyRing, now: float, use_cache: bool = True) -> Verdict:
+        """Every reason ``token`` fails, apart from revocation entries; claims only when the signature holds.
+        ``use_cache=False``: the full check whatever the cache holds (operators' verdicts, revocation by token)."""
         if not isinstance(token, str) or len(token) > MAX_TOKEN_LENGTH or token.count(".") != 2:
             return _MALFORMED
         cache = self.cache
-        if cache is None:
+        if cache is None or not use_cache:
             return self._check(token, ring, now)
         digest = cache.digest(token)
         entry = cache.get(digest)
@@ -192,8 +193,9 @@ class TokenCodec:
             current = ring.get(entry.key.kid)
             if current is not None and (current is entry.key or current == entry.key):
                 claims, skew = entry.claims, self.clock_skew
-                # The time checks, on every hit (issuer and audience held when the entry was stored).
-                if claims.exp > now - skew and claims.nbf <= now + skew and claims.iat <= now + skew:
+                # The time checks on every hit; issuer and audience too, in case the codec's were changed.
+                if claims.exp > now - skew and claims.nbf <= now + skew and claims.iat <= now + skew \
+                        and claims.iss == self.issuer and claims.aud == self.audience:
                     reasons: tuple[Reason, ...] = ()
                 else:
                     reasons = tuple(self._claim_reasons(claims, now))

@@ -205,3 +205,12 @@ def test_rate_limit_settings_are_validated(limit):
 
     with pytest.raises(ConfigError):
         load_settings({"TOKEN_SERVICE_RATE_LIMIT_PUBLIC_MINT": limit})
+
+
+def test_a_limited_endpoint_listed_as_unlimited_stops_start_up(settings, clock, monkeypatch):
+    """UNLIMITED skips flask-limiter's check; an endpoint with a limit listed there would lose it silently."""
+    from token_service.web import rate_limits
+
+    monkeypatch.setattr(rate_limits, "UNLIMITED", rate_limits.UNLIMITED | {"public.mint"})
+    with pytest.raises(RuntimeError, match="public.mint has a rate limit"):
+        create_app(settings, clock=clock)

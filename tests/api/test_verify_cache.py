@@ -79,3 +79,16 @@ def test_size_zero_checks_every_signature(settings: Settings, clock: FakeClock, 
     for _ in range(3):
         assert actions.verify(token).status_code == 200
     assert len(signature_checks) == 3
+
+
+def test_token_status_and_revocation_by_token_always_check_in_full(actions: Actions, token: str,
+                                                                   signature_checks: list[bytes]) -> None:
+    assert actions.verify(token).status_code == 200
+    assert actions.verify(token).status_code == 200
+    assert len(signature_checks) == 1  # the second verify was a cache hit
+    status = actions.admin("POST", "/v1/admin/token-status", json={"token": token})
+    assert status.status_code == 200 and status.get_json()["active"] is True
+    assert len(signature_checks) == 2  # token-status checked the signature again
+    assert actions.revoke(token=token).status_code == 201
+    assert len(signature_checks) == 3  # and so did revocation by token
+    assert actions.verify(token).status_code == 401

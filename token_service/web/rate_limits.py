@@ -26,6 +26,7 @@ from typing import Any
 
 from flask import Flask, Response, request
 from flask_limiter import Limiter, RateLimitExceeded
+from flask_limiter.util import get_qualified_name
 
 from token_service.apikeys import parse_key_text
 from token_service.auth.base import bearer_credentials
@@ -37,8 +38,9 @@ FAILED_AUTH_SCOPE = "failed-auth"
 # Endpoints that authenticate a caller with a credential: their 401s count as failed authentication.
 AUTHENTICATING = ("public.mint", "public.introspect", "public.revocation_feed")
 # Endpoints without any limit: the Limiter's per-request machinery (resolving and evaluating limits) is
-# skipped for them, which costs about a sixth of a /v1/verify otherwise. Adding a limit to one of these
-# endpoints means removing it from here (test_rate_limits checks that each one answers without a limit).
+# skipped for them, which costs about a sixth of a /v1/verify otherwise. That skip would also skip a limit
+# put on one of them, so install_rate_limits refuses to start when one of them has a limit (remove it from
+# here first).
 UNLIMITED = frozenset({"public.verify", "public.jwks", "public.metadata", "public.openapi", "public.healthz", "public.readyz"})
 # Authenticating endpoints whose only limit is the failed-authentication lockout: no RateLimit-* headers.
 LOCKOUT_ONLY = frozenset({"public.introspect", "public.revocation_feed"})
@@ -113,7 +115,7 @@ class _Limiter(Limiter):
     def _check_request_limit(self, callable_name: str | None = None, in_middleware: bool = True) -> None:
         if in_middleware and request.endpoint in UNLIMITED:
             return
-        super()._check_request_limit(callable_name, in_middleware)
+        super()._check_request_limit(callable_name=callable_name, in_middleware=in_middleware)
 
 
 def _limit_headers(limiter: Limiter) -> Callable[[Response], Response]:
@@ -155,7 +157,6 @@ def install_rate_limits(app: Flask, settings: Settings) -> Limiter:
     # Registered before the Limiter's after-request hook, so it runs after it (Flask runs them in reverse):
     # the headers show the count with the failed authentication of this request included.
     app.after_request(_limit_headers(limiter))
-    limiter.request_filter(lambda: request.endpoint in UNLIMITED)
     limiter.init_app(app)
     if not any(isinstance(f, _NoTraceback) for f in limiter.logger.filters):
         limiter.logger.addFilter(_NoTraceback())
@@ -187,4 +188,16 @@ def install_rate_limits(app: Flask, settings: Settings) -> Limiter:
         if name in ("admin", "signing_keys"):
             failed_auth(blueprint)  # type: ignore[call-overload]
             admin(blueprint)  # type: ignore[call-overload]
+    _check_unlimited(app, limiter)
     return limiter
+
+
+def _check_unlimited(app: Flask, limiter: Limiter) -> None:
+    """Refuse to start when an UNLIMITED endpoint has a limit: _Limiter would silently skip it."""
+    manager = limiter.limit_manager
+    for endpoint in UNLIMITED:
+        view = app.view_functions.get(endpoint)
+        blueprint = endpoint.rpartition(".")[0]
+        named = manager.decorated_limits(get_qualified_name(view)) if view is not None else []
+        if named or manager.blueprint_limits(app, blueprint):
+            raise RuntimeError(f"{endpoint} has a rate limit but is listed in UNLIMITED, which skips limits")
