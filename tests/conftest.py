@@ -3,6 +3,7 @@ apps built from Settings (never from the process environment), and helpers for r
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import subprocess
@@ -282,3 +283,20 @@ def signature_checks(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
 
     monkeypatch.setattr(ECAlgorithm, "verify", counting)
     return calls
+
+
+def require_binary(name: str, package: str, also: tuple[str, ...] = ()) -> str:
+    """The path of an end-to-end test's binary (on PATH, or one of ``also``). Missing: the test is skipped,
+    or fails when TOKEN_SERVICE_REQUIRE_E2E_BINARIES=1 (as `.ci/run` sets it)."""
+    found = shutil.which(name) or next((path for path in also if os.access(path, os.X_OK)), None)
+    if found is None:
+        missing(f"{name} is not installed (Debian/Ubuntu: apt-get install {package})")
+    assert found is not None
+    return found
+
+
+def missing(reason: str) -> None:
+    """Skip for ``reason``, or fail when TOKEN_SERVICE_REQUIRE_E2E_BINARIES=1."""
+    if os.environ.get("TOKEN_SERVICE_REQUIRE_E2E_BINARIES") == "1":
+        pytest.fail(reason + "; TOKEN_SERVICE_REQUIRE_E2E_BINARIES=1 requires it")
+    pytest.skip(reason)

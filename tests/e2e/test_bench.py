@@ -10,13 +10,13 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from tests.conftest import require_binary
 from tools.bench import SCENARIOS
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -25,13 +25,7 @@ NUMBER = r"[\d,]+(?:\.\d+)?"
 
 @pytest.fixture
 def wrk() -> str:
-    found = shutil.which("wrk")
-    if found is None:
-        reason = "wrk is not installed (Debian/Ubuntu: apt-get install wrk)"
-        if os.environ.get("TOKEN_SERVICE_REQUIRE_E2E_BINARIES") == "1":
-            pytest.fail(reason + "; TOKEN_SERVICE_REQUIRE_E2E_BINARIES=1 requires it")
-        pytest.skip(reason)
-    return found
+    return require_binary("wrk", "wrk")
 
 
 def _env(**extra: str) -> dict[str, str]:

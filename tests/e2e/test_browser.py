@@ -10,7 +10,6 @@ Skipped when chromium or playwright (or nginx) is missing, unless TOKEN_SERVICE_
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import sys
@@ -26,7 +25,7 @@ import jwt
 import pytest
 
 from tests.auth.test_oidc import AUDIENCE, IdentityProvider
-from tests.conftest import ADMIN_KEY, RedisServer, free_port
+from tests.conftest import ADMIN_KEY, RedisServer, free_port, missing
 from tests.e2e.servers import ROOT, Instance
 from tests.e2e.test_nginx import EXAMPLE, _nginx_binary, _start_nginx, _stop, render
 
@@ -40,10 +39,7 @@ IDP_USER = "browser-user"  # the identity provider's logged-in user
 
 def _require(what: str, found: bool) -> None:
     if not found:
-        reason = f"{what} is not installed"
-        if os.environ.get("TOKEN_SERVICE_REQUIRE_E2E_BINARIES") == "1":
-            pytest.fail(reason + "; TOKEN_SERVICE_REQUIRE_E2E_BINARIES=1 requires it")
-        pytest.skip(reason)
+        missing(f"{what} is not installed")
 
 
 def _chromium() -> str:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import threading
 import time
@@ -21,22 +20,14 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import ADMIN_KEY, RedisServer, free_port
+from tests.conftest import ADMIN_KEY, RedisServer, free_port, require_binary
 from tests.e2e.servers import ROOT, Instance
 
 EXAMPLE = ROOT / "examples" / "nginx" / "nginx.conf"
 
 
 def _nginx_binary() -> str:
-    found = shutil.which("nginx")
-    if found is None and os.access("/usr/sbin/nginx", os.X_OK):
-        found = "/usr/sbin/nginx"
-    if found is None:
-        reason = "nginx is not installed (Debian/Ubuntu: apt-get install nginx-light)"
-        if os.environ.get("TOKEN_SERVICE_REQUIRE_E2E_BINARIES") == "1":
-            pytest.fail(reason + "; TOKEN_SERVICE_REQUIRE_E2E_BINARIES=1 requires it")
-        pytest.skip(reason)
-    return found
+    return require_binary("nginx", "nginx-light", also=("/usr/sbin/nginx",))
 
 
 class _Echo(BaseHTTPRequestHandler):

@@ -8,9 +8,7 @@ Skipped when redis-sentinel is not installed, unless TOKEN_SERVICE_REQUIRE_E2E_B
 
 from __future__ import annotations
 
-import os
 import secrets
-import shutil
 import subprocess
 import time
 from collections.abc import Iterator
@@ -20,7 +18,7 @@ from typing import Any
 import pytest
 import redis
 
-from tests.conftest import ADMIN_KEY, RedisServer, free_port, token_parts
+from tests.conftest import ADMIN_KEY, RedisServer, free_port, require_binary, token_parts
 from tests.e2e.servers import Instance
 from tests.reliability.workers import wait_until_booted, workers
 
@@ -33,13 +31,7 @@ FAILOVER_DEADLINE = 20.0  # seconds from the kill to a service answering 200 on 
 
 
 def _sentinel_binary() -> str:
-    found = shutil.which("redis-sentinel")
-    if found is None:
-        reason = "redis-sentinel is not installed (Debian/Ubuntu: apt-get install redis-sentinel)"
-        if os.environ.get("TOKEN_SERVICE_REQUIRE_E2E_BINARIES") == "1":
-            pytest.fail(reason + "; TOKEN_SERVICE_REQUIRE_E2E_BINARIES=1 requires it")
-        pytest.skip(reason)
-    return found
+    return require_binary("redis-sentinel", "redis-sentinel")
 
 
 class Sentinel:
