@@ -10,6 +10,8 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -96,3 +98,17 @@ class Instance:
         status, _, body = self.request("POST", "/v1/admin/api-keys", {"type": "secret", **fields}, token=admin_key)
         assert status == 201, body
         return str(body["key"])
+
+
+@contextmanager
+def two_instances(env: dict[str, str]) -> Iterator[tuple[Instance, Instance]]:
+    """Two instances on the same settings, started in order (the first creates a managed ring's first
+    key, the second reads it), both stopped afterwards whatever happens."""
+    a, b = Instance(env), Instance(env)
+    try:
+        a.start()
+        b.start()
+        yield a, b
+    finally:
+        a.close()
+        b.close()

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ADMIN_KEY, RedisServer
-from tests.e2e.servers import ROOT, Instance
+from tests.e2e.servers import ROOT, Instance, two_instances
 
 RUNBOOK = ROOT / "docs" / "runbook.md"
 BLOCK = re.compile(r"^<!-- runbook: ([a-z-]+) -->\n```sh\n(.*?)^```$", re.MULTILINE | re.DOTALL)
@@ -80,14 +80,8 @@ def pair(redis_server: RedisServer, redis_url: str, signing_key_file: str) -> It
         "TOKEN_SERVICE_ADMIN_KEY": ADMIN_KEY,
         "TOKEN_SERVICE_LOG_LEVEL": "INFO",  # the audit trail is at INFO
     }
-    a, b = Instance(env), Instance(env)
-    try:
-        a.start()
-        b.start()
-        yield a, b
-    finally:
-        a.close()
-        b.close()
+    with two_instances(env) as pair:
+        yield pair
 
 
 @pytest.fixture

@@ -27,7 +27,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import ADMIN_KEY, RedisServer
-from tests.e2e.servers import Instance
+from tests.e2e.servers import Instance, two_instances
 
 MAX_AGE, DELAY, MAX_TTL, SKEW = 2, 3, 4, 1
 REFRESH = 1
@@ -58,14 +58,8 @@ def managed_pair(redis_server: RedisServer, redis_url: str) -> Iterator[tuple[In
         "TOKEN_SERVICE_RATE_LIMIT_ADMIN": "1000000/minute",
         "TOKEN_SERVICE_LOG_LEVEL": "WARNING",
     }
-    a, b = Instance(env), Instance(env)
-    try:
-        a.start()  # A creates the ring's first key; B reads it
-        b.start()
-        yield a, b
-    finally:
-        a.close()
-        b.close()
+    with two_instances(env) as pair:
+        yield pair
 
 
 def jose_part(token: str, index: int) -> dict[str, Any]:

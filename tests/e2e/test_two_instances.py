@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.conftest import ADMIN_KEY, RedisServer
-from tests.e2e.servers import ROOT, Instance
+from tests.e2e.servers import ROOT, Instance, two_instances
 
 
 @pytest.fixture
@@ -21,14 +21,8 @@ def pair(redis_server: RedisServer, redis_url: str, signing_key_file: str) -> It
         "TOKEN_SERVICE_ADMIN_KEY": ADMIN_KEY,
         "TOKEN_SERVICE_LOG_LEVEL": "WARNING",
     }
-    a, b = Instance(env), Instance(env)
-    try:
-        a.start()
-        b.start()
-        yield a, b
-    finally:
-        a.close()
-        b.close()
+    with two_instances(env) as pair:
+        yield pair
 
 
 def _secret_key(instance: Instance) -> dict[str, str]:
