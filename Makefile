@@ -15,7 +15,7 @@ AUDIT_VENV := $(VENV)/audit
 AUDIT_STAMP := $(AUDIT_VENV)/.installed-requirements-audit
 AUDIT_ARGS ?= --strict
 
-.PHONY: run test lint soak bench audit lock clean check-redis check-curl check-wrk
+.PHONY: run test lint soak bench profile audit lock clean check-redis check-curl check-wrk
 
 ## run: serve the dev server on 127.0.0.1:$(PORT) (embedded stores, generated admin key in run/admin-key)
 run: $(RUNTIME_STAMP)
@@ -38,6 +38,11 @@ soak: $(RUNTIME_STAMP) check-redis
 ## ratios of issue 7's targets; BENCH_SECONDS=10 per scenario, BENCH_SHORT=1 for a run of about half a minute
 bench: $(RUNTIME_STAMP) check-redis check-wrk
 	$(BIN)/python -m tools.bench
+
+## profile: py-spy profiles of one gunicorn worker under wrk, scenario by scenario, and of the in-process verifier
+## (docs/performance.md, "Profiles (py-spy)"); PROFILE_SECONDS=20 per scenario, PROFILE_SHORT=1 for a few seconds
+profile: $(DEV_STAMP) check-redis check-wrk
+	$(BIN)/python -m tools.profile
 
 ## audit: pip-audit of the pinned runtime set (requirements.txt, what ships) against PyPI's advisories; fails on a
 ## known vulnerability and (--strict, the default) on a pin it could not check; AUDIT_ARGS= reports those without failing

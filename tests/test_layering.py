@@ -27,7 +27,7 @@ PACKAGE = "token_service"
 PACKAGE_DIR = ROOT / PACKAGE
 
 CORE = [
-    "config", "errors", "clock", "claims", "keys", "tokens", "apikeys", "revocation",
+    "config", "errors", "clock", "claims", "keys", "tokens", "apikeys", "revocation", "audit", "audit_chain",
     "stores.base", "stores.cursor", "stores.memory", "auth.base", "service",
 ]
 LEAVES = ["config", "errors", "clock"]

@@ -7,12 +7,11 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
 from pathlib import Path
 
 from flask import Flask
 
-from token_service.audit import AuditSink, AuditTrail, LogAuditSink
+from token_service.audit import AuditSink, AuditTrail, StoredAuditSink
 from token_service.auth import AdapterContext, build_chain
 from token_service.clock import Clock, system_clock
 from token_service.config import ConfigError, Settings, load_settings
@@ -78,14 +77,10 @@ def signing_keys(settings: Settings, stores: Stores, clock: Clock) -> SigningKey
     return StaticKeys(SigningKey.generate(settings.signing_alg), int(clock()))  # type: ignore[arg-type]
 
 
-def _configure_logging(level: str) -> None:
-    root = logging.getLogger("token_service")
-    if not root.handlers:
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
-        root.addHandler(handler)
-        root.propagate = False
-    root.setLevel(level)
+def _configure_logging(settings: Settings) -> None:
+    from token_service.logs import configure
+
+    configure(settings.log_level, settings.log_json)  # JSON lines, or text on the embedded default
 
 
 def create_app(settings: Settings | None = None, *, clock: Clock = system_clock, stores: Stores | None = None,
@@ -94,18 +89,19 @@ def create_app(settings: Settings | None = None, *, clock: Clock = system_clock,
     (on Redis): log a warning for each persistence or eviction setting that may lose revocations (the CLI skips it)."""
     if settings is None:
         settings = load_settings(os.environ)
-    _configure_logging(settings.log_level)
+    _configure_logging(settings)
     # A ConfigError stops start-up with its one line only: the mounted key is checked before anything is logged.
     mounted_key(settings)
     if stores is None:
         try:
             stores = stores_from_url(
                 settings.redis_url, clock, settings.redis_connect_timeout, settings.redis_socket_timeout, settings.redis_max_connections,
-                settings.redis_wait_replicas, settings.redis_wait_timeout,
+                settings.redis_wait_replicas, settings.redis_wait_timeout, settings.audit_retention, settings.audit_max_records,
             )
         except StoreUnavailable as exc:
             raise ConfigError(f"TOKEN_SERVICE_REDIS_URL: cannot reach the Redis cluster at start-up ({exc})") from None
-    audit = audit or LogAuditSink()
+    # the audit store (chained) and the log line; see audit.py for failures and the budget of auth.refused records
+    audit = audit or StoredAuditSink(stores.audit, stores.rate_limits, settings.audit_refusals_per_minute)
     # The adapters audit what they see (keys exposed by browsers, first uses) through the service's sink.
     context = AdapterContext(settings=settings, stores=stores, clock=clock, audit=AuditTrail(audit, clock).record)
     chain = build_chain(settings.auth_adapters, context)
@@ -134,6 +130,9 @@ def create_app(settings: Settings | None = None, *, clock: Clock = system_clock,
     from token_service.web.rate_limits import install_rate_limits
 
     install_rate_limits(app, settings)
+    from token_service.web.metrics import install_metrics
+
+    install_metrics(app, service, settings)
     from token_service.cli import register_commands
 
     register_commands(app)  # the operator commands, as Flask CLI commands too (flask --app wsgi api-keys list)

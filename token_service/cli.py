@@ -1,7 +1,7 @@
 """The command line: ``token-service`` (the console script) and ``python -m token_service``, one entry point.
 
 ``dev`` and ``check-config`` are the developer's (see devserver.py). The operator commands (``api-keys``,
-``signing-keys``, ``revoke``, ``revocations``, ``token-status``) are thin wrappers over the TokenService
+``signing-keys``, ``revoke``, ``revocations``, ``token-status``, ``audit``) are thin wrappers over the TokenService
 methods the admin API calls, on a service built exactly as the server builds it (``load_settings(os.environ)``
 then ``create_app``), so they act on the same Redis and signing-key ring as the running instances. They
 need no admin key: whoever can read the service's settings (the Redis URL, the key-encryption key) holds
@@ -37,7 +37,7 @@ from token_service.config import ConfigError, load_settings
 from token_service.devserver import EXIT_CONFIG, check_config, run_dev
 from token_service.errors import InvalidRequest, ServiceError, TemporarilyUnavailable
 from token_service.revocation import Revocation
-from token_service.service import DEFAULT_GRACE, DEFAULT_PAGE, MAX_PAGE, TokenService
+from token_service.service import DEFAULT_GRACE, DEFAULT_PAGE, MAX_PAGE, TokenService, audit_filters
 from token_service.stores.base import StoreUnavailable
 from token_service.tokens import Verdict
 
@@ -459,7 +459,58 @@ def token_status(as_json: bool) -> None:
                                                for name, value in part.items()))
 
 
-OPERATOR_COMMANDS: tuple[click.Command, ...] = (api_keys, signing_keys, revoke, revocations, token_status)
+# audit
+
+
+EXIT_BROKEN = 1
+"""``audit verify``: the chain does not hold (the first broken link is named on stdout)."""
+
+
+@cli.group()
+def audit() -> None:
+    """Read the audit log and check its hash chain (docs/operations/audit.md)."""
+
+
+@audit.command("verify")
+@json_option
+@operation
+def verify_audit(as_json: bool) -> None:
+    """Check the audit log's hash chain from its anchor to its newest record: OK and the count, or the first
+    broken link (record id, and hash mismatch, prev mismatch, missing or unreadable) with exit status 1."""
+    result = _service().verify_audit()
+    broken = result.broken
+    if as_json:
+        _print_json({"ok": broken is None, "checked": result.checked,
+                     "broken": None if broken is None else {"record_id": broken.record_id, "problem": broken.problem,
+                                                            "detail": broken.detail}})
+    elif broken is None:
+        click.echo(f"OK: {result.checked} record(s), chained from the anchor to the newest")
+    else:
+        click.echo(f"BROKEN at {broken.record_id or 'the newest end'}: {broken.problem}: {broken.detail}")
+        click.echo(f"({result.checked} record(s) before it verified)")
+    if broken is not None:
+        raise click.exceptions.Exit(EXIT_BROKEN)
+
+
+@audit.command("list")
+@click.option("--since", metavar="TIME", help="Records at or after this time: Unix seconds or RFC 3339 (2026-12-04T22:00:00Z).")
+@click.option("--action", metavar="NAME", help="Only this action (an exact dotted name, like api_key.create).")
+@operation
+def list_audit(since: str | None, action: str | None) -> None:
+    """Every record kept, oldest first, as JSON lines: the API's fields and the chain's (seq, prev, hash)."""
+    audit_filters(since, action)  # a malformed filter is refused before the store is reached
+    service = _service()
+    cursor: str | None = None
+    while True:
+        items, cursor = service.list_audit(since, action, cursor, MAX_PAGE)
+        for record in items:
+            click.echo(json.dumps({**record.item(), "seq": record.seq, "prev": record.prev, "hash": record.hash},
+                                  separators=(",", ":")))
+        if cursor is None:
+            return
+
+
+OPERATOR_COMMANDS: tuple[click.Command, ...] = (api_keys, signing_keys, revoke, revocations, token_status, audit)
 
 
 def register_commands(app: Flask) -> None:

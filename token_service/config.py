@@ -75,7 +75,8 @@ class Settings:
     default_scopes: tuple[str, ...] = ("chat:read", "chat:write")
     cors_origins: tuple[str, ...] = ()
     trusted_proxies: int = 0
-    metrics: bool = True
+    metrics: bool | str = True
+    """True: /metrics on the app; False: no metrics at all; "host:port": served by a listener of its own."""
     jwks_max_age: int = 300
     signature_window: int = 300
     rate_limit_public_mint: str = "30/minute"
@@ -109,13 +110,33 @@ class Settings:
     session_cache_seconds: int = 0
     session_client_id: str = "session"
     adapter_options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    audit_retention: int = 90 * 86400
+    audit_max_records: int = 250_000
+    audit_refusals_per_minute: int = 10
     log_level: str = "INFO"
+    log_format: str | None = None
+    """``json`` or ``text``; None: text on the embedded stores (a developer's terminal), JSON with Redis."""
+    log_client_address: str = "truncated"
+    """``full``, ``truncated`` (IPv4 /24, IPv6 /48) or ``off``: the client address in the request log."""
     config: str | None = None
 
     @property
     def embedded(self) -> bool:
         """True when the service runs on its embedded single-process stores."""
         return self.redis_url is None
+
+    @property
+    def log_json(self) -> bool:
+        """True when log lines are JSON: TOKEN_SERVICE_LOG_FORMAT, by default JSON unless on the embedded stores."""
+        return self.log_format == "json" if self.log_format is not None else not self.embedded
+
+    @property
+    def metrics_listener(self) -> tuple[str, int] | None:
+        """(host, port) of the separate metrics listener when TOKEN_SERVICE_METRICS is host:port, else None."""
+        if not isinstance(self.metrics, str):
+            return None
+        host, _, port = self.metrics.rpartition(":")
+        return host.strip("[]"), int(port)
 
     @property
     def activation_delay(self) -> int:
@@ -132,7 +153,8 @@ class Settings:
 
 
 _TABLE_SETTINGS = frozenset({"oidc_group_grants", "adapter_options"})  # TOML tables; JSON in the environment
-_SECRET_SETTINGS = ("admin_key", "signing_key_passphrase", "key_encryption_key", "subject_pepper")
+# Settings that may be given as ``…_FILE`` (a mounted secret): the secrets, and the Redis URL, which may hold a password.
+_SECRET_SETTINGS = ("admin_key", "signing_key_passphrase", "key_encryption_key", "subject_pepper", "redis_url")
 
 
 def _bool(name: str, raw: str) -> bool:
@@ -331,7 +353,9 @@ def _parse(name: str, text: str) -> Any:
         return origins
     if name == "trusted_proxies":
         return _int(name, text, 0, 10)
-    if name in ("metrics", "revoke_keys_from_browsers"):
+    if name == "metrics":
+        return _metrics(text)
+    if name == "revoke_keys_from_browsers":
         return _bool(name, text)
     if name == "jwks_max_age":
         return _int(name, text, 0, 86400)
@@ -348,14 +372,41 @@ def _parse(name: str, text: str) -> Any:
         return names
     if name in _PARSERS:
         return _PARSERS[name](name, text)
+    if name == "audit_retention":  # seconds the audit store keeps a record: one hour to ten years
+        return _int(name, text, 3600, 10 * 366 * 86400)
+    if name == "audit_max_records":  # records kept at most, whatever their age (bounds Redis memory)
+        return _int(name, text, 1000, 100_000_000)
+    if name == "audit_refusals_per_minute":  # auth.refused records stored a minute (the rest: log lines only)
+        return _int(name, text, 0, 100_000)
     if name == "log_level":
         level = text.strip().upper()
         if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
             raise ConfigError(f"{PREFIX}LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR")
         return level
+    if name == "log_format":
+        value = text.strip().lower()
+        if value not in ("json", "text"):
+            raise ConfigError(f"{PREFIX}LOG_FORMAT must be json or text")
+        return value
+    if name == "log_client_address":
+        value = text.strip().lower()
+        if value not in ("full", "truncated", "off"):
+            raise ConfigError(f"{PREFIX}LOG_CLIENT_ADDRESS must be full, truncated or off")
+        return value
     if name == "config":
         return text
     raise ConfigError(f"{PREFIX}{name.upper()} is not a setting of this service")  # pragma: no cover
+
+
+def _metrics(text: str) -> bool | str:
+    """on/off, or host:port of a listener of its own (``127.0.0.1:9464``, ``[::1]:9464``, ``0.0.0.0:9464``)."""
+    match = re.fullmatch(r"\s*(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):([0-9]{1,5})\s*", text)
+    if match and 1 <= int(match.group(2)) <= 65535:
+        return f"{match.group(1)}:{int(match.group(2))}"
+    try:
+        return _bool("metrics", text)
+    except ConfigError:
+        raise ConfigError(f"{PREFIX}METRICS must be on, off or host:port (a listener of its own), not {text!r}") from None
 
 
 def _optional_url(name: str, text: str) -> str | None:

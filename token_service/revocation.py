@@ -15,6 +15,7 @@ An entry is forgotten once no token it covers can pass verification: a jti entry
 
 from __future__ import annotations
 
+import hashlib
 import secrets
 from dataclasses import dataclass
 from typing import Literal, TypedDict
@@ -65,8 +66,19 @@ class Marker:
     revoked_at: int
 
 
-def new_revocation_id() -> str:
-    """A fresh revocation id."""
+def jti_digest(jti: str) -> bytes:
+    """16 bytes of BLAKE2b of a jti: where the Redis store keeps a jti entry (``token_service.jti_buckets``)."""
+    return hashlib.blake2b(jti.encode(), digest_size=16).digest()
+
+
+def new_revocation_id(target: Target | None = None) -> str:
+    """A fresh revocation id: ``rev_`` and 20 hex digits (opaque to clients).
+
+    For a jti entry the last 4 digits are the first two bytes of ``jti_digest(jti)`` and the other 16 are
+    random, so that a store keeping jti entries in buckets (the Redis one) finds an entry from its id
+    alone; for the other types all 20 are random."""
+    if target is not None and target[0] == "jti":
+        return "rev_" + secrets.token_hex(8) + jti_digest(target[1])[:2].hex()
     return "rev_" + secrets.token_hex(10)
 
 

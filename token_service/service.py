@@ -9,12 +9,16 @@ from __future__ import annotations
 
 import functools
 import hmac
+import math
+import re
 import secrets
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from datetime import datetime
 from typing import Any, ParamSpec, TypeVar
 
+from token_service import health
 from token_service.apikeys import (
     BOOTSTRAP_ID,
     PERMISSIONS,
@@ -28,6 +32,7 @@ from token_service.apikeys import (
     seal,
 )
 from token_service.audit import SYSTEM_ACTOR, Actor, AuditSink, AuditTrail, LogAuditSink
+from token_service.audit_chain import AuditRecord, Verification, verify_log
 from token_service.auth import AuthChain, AuthenticationFailed, AuthRequest, AuthUnavailable, Principal
 from token_service.claims import AccessClaims, unmet_requirement, valid_client_id, valid_jti, valid_persona_id, valid_sub
 from token_service.clock import Clock
@@ -45,6 +50,8 @@ from token_service.errors import (
     Unauthorized,
     bearer_challenge,
 )
+from token_service.events import Events, NoEvents
+from token_service.health import Readiness, RingKind
 from token_service.keys import KeyRing, SigningKey
 from token_service.revocation import (
     Marker,
@@ -72,8 +79,35 @@ MAX_REPORTED_KEYS = 100
 REPORT_LIMIT = 10
 """Exposure reports a client address may make per REPORT_WINDOW seconds (API.md)."""
 REPORT_WINDOW = 60
+ANONYMOUS = "anonymous"
+"""The audit actor of a refused admin call that presented no valid credential."""
 REPORTER = "report"
 """The audit actor of a key revoked because someone reported it exposed."""
+
+
+AUDIT_ACTION_RE = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+\Z")
+_MAX_TIME = 253402300799  # 9999-12-31T23:59:59Z
+
+
+def audit_filters(since: str | None, action: str | None) -> tuple[int | None, str | None]:
+    """The audit log's filters parsed: ``since`` (Unix seconds, or RFC 3339 with its offset, rounded up to the
+    second) and ``action`` (a dotted name); InvalidRequest when malformed. Empty means no filter."""
+    at: int | None = None
+    if since:
+        if since.isascii() and since.isdigit() and len(since) <= 12 and int(since) <= _MAX_TIME:
+            at = int(since)
+        elif since.isascii() and len(since) <= 40 and "T" in since.upper():
+            try:
+                moment = datetime.fromisoformat(since)
+            except ValueError:
+                moment = None
+            if moment is not None and moment.tzinfo is not None:
+                at = max(0, math.ceil(moment.timestamp()))
+        if at is None:
+            raise InvalidRequest("since must be a Unix time in seconds or an RFC 3339 time with its offset, like 2026-12-04T22:00:00Z.")
+    if action and (len(action) > 64 or not AUDIT_ACTION_RE.match(action)):
+        raise InvalidRequest("action must be a dotted name like api_key.create (lower case, at most 64 characters).")
+    return at, action or None
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,6 +161,8 @@ class TokenService:
         self.chain = chain
         self.clock = clock
         self.codec = TokenCodec(settings.issuer, settings.audience, settings.clock_skew, settings.verify_cache_size)
+        self.events: Events = NoEvents()
+        """Told who authenticated, each token's verdict and each revocation (the request log and metrics)."""
 
     @property
     def ring(self) -> KeyRing:
@@ -145,23 +181,33 @@ class TokenService:
         try:
             principal = self.chain.authenticate(request, users)
         except AuthenticationFailed as exc:
+            self.events.authentication_failed(exc.adapter or "unknown", "invalid_credential")
             raise Unauthorized(exc.description, headers=self.challenge(error="invalid_token", description=exc.description)) from None
         except StoreUnavailable as exc:
             raise _unavailable(exc) from None
-        except AuthUnavailable:
+        except AuthUnavailable as exc:
+            self.events.authentication_failed(exc.adapter or "unknown", "unavailable")
             raise TemporarilyUnavailable("The credential cannot be checked right now; retry shortly.") from None
         if principal is None:
+            self.events.authentication_failed("none", "missing")
             raise Unauthorized("Authentication is required.", headers=self.challenge())
+        self.events.authenticated(principal.kind, principal.client_id)
         return principal
 
     def challenge(self, error: str | None = None, description: str | None = None, scope: str | None = None) -> dict[str, str]:
         """The ``WWW-Authenticate`` header of a refusal (RFC 6750 §3)."""
         return bearer_challenge(self.settings.issuer, error, description, scope)
 
-    def require_admin(self, request: AuthRequest) -> Principal:
-        """The admin Principal of the request; 401 unauthenticated, 403 for a non-admin credential."""
-        principal = self.authenticate(request, users=False)
+    def require_admin(self, request: AuthRequest, route: str | None = None) -> Principal:
+        """The admin Principal of the request; 401 unauthenticated, 403 for a non-admin credential. Each refusal
+        is audited as ``auth.refused`` on ``route`` (the route template: never the credential)."""
+        try:
+            principal = self.authenticate(request, users=False)
+        except Unauthorized:
+            self.record("auth.refused", route, Actor(ANONYMOUS, request.remote_addr), "unauthenticated")
+            raise
         if not principal.is_admin:
+            self.record("auth.refused", route, Actor(principal.client_id, request.remote_addr), "not-admin")
             raise AccessDenied("This endpoint needs an admin key.")
         return principal
 
@@ -259,6 +305,7 @@ class TokenService:
         """The claims of a token that is valid and not revoked; InvalidToken or TemporarilyUnavailable otherwise."""
         verdict = self._inspect_signature(token)
         if verdict.reasons or verdict.claims is None:
+            self.events.token_checked(verdict.reasons[0].code)
             raise self._invalid(verdict.reasons[0].detail)
         claims = verdict.claims
         targets = targets_of(claims, verdict.header["kid"] if verdict.header else "")
@@ -268,7 +315,9 @@ class TokenService:
             raise _unavailable(exc) from None
         for target, marker in zip(targets, markers, strict=True):
             if marker is not None and covers(target, marker, claims):
+                self.events.token_checked("key_revoked" if target[0] == "kid" else "revoked")
                 raise self._invalid("The token has been revoked.")
+        self.events.token_checked("valid")
         return claims
 
     def _invalid(self, description: str) -> InvalidToken:
@@ -306,10 +355,11 @@ class TokenService:
             return
         now = int(self.clock())
         entry = Revocation(
-            id=new_revocation_id(), type="jti", value=claims.jti, reason="revoked by its holder", revoked_at=now,
+            id=new_revocation_id(("jti", claims.jti)), type="jti", value=claims.jti, reason="revoked by its holder", revoked_at=now,
             expires_at=expiry_of("jti", now, self.settings.revocation_horizon, claims.exp, self.settings.clock_skew),
         )
         self._store_revocation(entry)
+        self.events.revoked("jti", "holder")
 
     @_confirmed
     def revoke(self, rtype: str, value: Any, reason: Any, actor: Actor = SYSTEM_ACTOR) -> Revocation:
@@ -349,10 +399,11 @@ class TokenService:
                 raise NotFound("No signing key has this kid.")
             kind = "kid"
         entry = Revocation(
-            id=new_revocation_id(), type=kind, value=value, reason=reason, revoked_at=now,
+            id=new_revocation_id((kind, value)), type=kind, value=value, reason=reason, revoked_at=now,
             expires_at=expiry_of(kind, now, self.settings.revocation_horizon, token_exp, self.settings.clock_skew),
         )
         self._store_revocation(entry)
+        self.events.revoked(entry.type, "admin")
         self.record("revocation.create", f"{entry.id} {entry.type}", actor)
         if kind == "kid":
             self._take_key_out_of_service(value, actor)
@@ -533,6 +584,24 @@ class TokenService:
         self.stores.api_keys.create(record)
         return record, text
 
+    def list_audit(self, since: str | None, action: str | None, cursor: str | None, limit: int) -> tuple[list[AuditRecord], str | None]:
+        """A page of the audit log, oldest first: ``since`` a time (Unix seconds or RFC 3339 with its offset),
+        ``action`` an exact dotted name; InvalidRequest for either malformed, or for a foreign cursor."""
+        at, wanted = audit_filters(since, action)
+        try:
+            return self.stores.audit.page(at, wanted, cursor, limit)
+        except ValueError:
+            raise InvalidRequest("cursor is not one this service issued.") from None
+        except StoreUnavailable as exc:
+            raise _unavailable(exc) from None
+
+    def verify_audit(self) -> Verification:
+        """Check the audit log's hash chain from its anchor to its head (audit_chain.verify_log)."""
+        try:
+            return verify_log(self.stores.audit.chain)
+        except StoreUnavailable as exc:
+            raise _unavailable(exc) from None
+
     def list_api_keys(self, cursor: str | None, limit: int) -> tuple[list[ApiKey], str | None]:
         """A page of key records (metadata only is ever shown)."""
         try:
@@ -667,15 +736,10 @@ class TokenService:
             "grant_types_supported": [],
         }
 
-    def readiness(self) -> str | None:
-        """None when ready; otherwise the reason it is not."""
-        try:
-            if self.ring.signing is None:  # a managed ring re-reads the store here every few seconds
-                return "no signing key is loaded"
-            self.stores.ping()
-        except StoreUnavailable:
-            return "the store cannot be reached"
-        return None
+    def readiness(self) -> Readiness:
+        """Every readiness check (the store, the signing key), with the reasons when one fails (token_service.health)."""
+        kind: RingKind = "managed" if self.settings.key_encryption_key else "directory" if self.settings.signing_key_dir else "static"
+        return health.check(self.stores, self.keys, kind, self.clock, self.settings.signing_key_rotation)
 
 
 def _string_list(body: dict[str, Any], name: str) -> tuple[str, ...] | None:

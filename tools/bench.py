@@ -49,14 +49,15 @@ from typing import Any
 import jwt
 import redis
 
-from tools.harness import ROOT, Instance, RedisProcess, call
+from tools.harness import ROOT, Instance, RedisProcess, call, stop_all
 
 PROG = "bench"
 WRK_DIR = ROOT / "tools" / "wrk"
 ISSUER = "http://localhost:8000"
 AUDIENCE = "persona-api"
 PERSONA = "support-bot"
-REVOCATION_KEYS = "{ts}:rev:rec:*"
+JTI_BUCKETS = "{ts}:rev:j:*"  # stores/redis.py: jti entries are fields of these hash buckets
+JTI_STREAM = "{ts}:rev:jlog"  # and entries of this stream (listing, feed)
 
 # wrk scenarios: name -> (label, Lua script, request path, extra wrk environment)
 SCENARIOS: dict[str, tuple[str, str, str, dict[str, str]]] = {
@@ -386,9 +387,11 @@ def used_memory(client: Any) -> int:
     return int(client.info("memory")["used_memory"])
 
 
-def load_revocations(client: Any, count: int, expires_at: Callable[[float], int], batch: int = 2000) -> dict[str, Any]:
+def load_revocations(client: Any, count: int, expires_at: Callable[[float], int], batch: int = 2000,
+                     reason: str | None = "revoked by its holder") -> dict[str, Any]:
     """``count`` jti revocations written by the service's own RevocationStore.add (its Lua script), queued on a
-    pipeline ``batch`` at a time. ``expires_at(now)``: when the entries may be forgotten."""
+    pipeline ``batch`` at a time, as logouts make them (POST /v1/revoke: uuid4 jti, the holder's reason).
+    ``expires_at(now)``: when the entries may be forgotten."""
     from token_service.revocation import Revocation, new_revocation_id
     from token_service.stores.redis import RedisRevocationStore
 
@@ -400,7 +403,8 @@ def load_revocations(client: Any, count: int, expires_at: Callable[[float], int]
         now = time.time()
         until = expires_at(now)
         for _ in range(n):
-            store.add(Revocation(id=new_revocation_id(), type="jti", value=str(uuid.uuid4()), reason=None,
+            jti = str(uuid.uuid4())
+            store.add(Revocation(id=new_revocation_id(("jti", jti)), type="jti", value=jti, reason=reason,
                                  revoked_at=int(now), expires_at=until))
         pipe.execute()
         done += n
@@ -409,25 +413,33 @@ def load_revocations(client: Any, count: int, expires_at: Callable[[float], int]
 
 
 def key_memory(client: Any) -> dict[str, Any]:
-    """What one revoked jti costs, key by key (MEMORY USAGE of a sample entry's keys, and the two indexes per member)."""
-    sample = next(client.scan_iter(match=REVOCATION_KEYS, count=1000), None)
-    out: dict[str, Any] = {}
-    if sample is not None:
-        record = json.loads(client.get(sample))
-        target = f"{record['type']}:{record['value']}"
-        for label, key in (("record", sample), ("marker", f"{{ts}}:rev:on:{target}"), ("ids", f"{{ts}}:rev:ids:{target}")):
-            out[label] = client.memory_usage(key, samples=0)
-    for label, key in (("index", "{ts}:rev:idx"), ("expiry_index", "{ts}:rev:exp")):
-        members = int(client.zcard(key))
-        usage = client.memory_usage(key, samples=0) or 0
-        out[label] = round(usage / members, 1) if members else None
+    """What one revoked jti costs, key by key: MEMORY USAGE of a sample bucket per field, of the stream per
+    entry, and the number of buckets (their per-key overhead is shared by their fields)."""
+    buckets = [key for key in client.scan_iter(match=JTI_BUCKETS, count=1000)]
+    out: dict[str, Any] = {"buckets": len(buckets)}
+    if buckets:
+        sample = buckets[0]
+        fields = int(client.hlen(sample))
+        out["bucket_per_field"] = round((client.memory_usage(sample, samples=0) or 0) / max(fields, 1), 1)
+        out["bucket_encoding"] = client.object("encoding", sample).decode()
+    entries = int(client.xlen(JTI_STREAM)) if client.exists(JTI_STREAM) else 0
+    if entries:
+        out["stream_per_entry"] = round((client.memory_usage(JTI_STREAM, samples=0) or 0) / entries, 1)
     return out
 
 
 def revocation_counts(client: Any) -> dict[str, int]:
-    return {"dbsize": int(client.dbsize()), "index": int(client.zcard("{ts}:rev:idx")),
-            "expiry_index": int(client.zcard("{ts}:rev:exp")), "used_memory": used_memory(client),
-            "expired_keys": int(client.info("stats")["expired_keys"])}
+    """Key counts of the revocation store: all keys, jti buckets and their fields, stream entries, the general
+    layout's indexes (the other types), and Redis's memory and expired-keys counter."""
+    buckets = list(client.scan_iter(match=JTI_BUCKETS, count=1000))
+    pipe = client.pipeline(transaction=False)
+    for key in buckets:
+        pipe.hlen(key)
+    fields = sum(int(n) for n in pipe.execute()) if buckets else 0
+    return {"dbsize": int(client.dbsize()), "jti_buckets": len(buckets), "jti_fields": fields,
+            "jti_stream": int(client.xlen(JTI_STREAM)) if client.exists(JTI_STREAM) else 0,
+            "index": int(client.zcard("{ts}:rev:idx")), "expiry_index": int(client.zcard("{ts}:rev:exp")),
+            "used_memory": used_memory(client), "expired_keys": int(client.info("stats")["expired_keys"])}
 
 
 # --- the run ------------------------------------------------------------------------------------------------------
@@ -533,10 +545,7 @@ def main() -> int:
             run.problems.append(str(exc))
             run.say(f"stopped: {exc}")
         finally:
-            for inst in instances:
-                inst.stop()
-            store.stop()
-            shutil.rmtree(store.directory, ignore_errors=True)
+            stop_all(instances, store)
 
     for inst in instances:
         run.problems += [f"{inst.name} log: {line}" for line in inst.log_problems()[:5]]
@@ -592,7 +601,7 @@ def revocations_part(run: Run, store: RedisProcess, port: int, verify_env: dict[
         n = f"{count:,}"
         run.scenario("verify_fresh_loaded", port, verify_env, {"n": n})
         run.scenario("verify_repeated_loaded", port, verify_env, {"n": n})
-        active = int(client.zcount("{ts}:rev:exp", f"({int(time.time())}", "+inf"))
+        active = int(client.xlen(JTI_STREAM)) if time.time() < expires_at else 0  # every loaded entry expires at expires_at
         out["active_after_loaded_scenarios"] = active
         if active < count:
             run.notes.append(f"only {active} of the {count} loaded revocations were still active after the loaded verify "
@@ -603,11 +612,11 @@ def revocations_part(run: Run, store: RedisProcess, port: int, verify_env: dict[
 
 
 def expiry_part(run: Run, store: RedisProcess, revocations: dict[str, Any]) -> None:
-    """Wait for the loaded entries to expire (bounded), then let revocations made afterwards prune the indexes."""
+    """Wait for the loaded entries to expire (bounded) and count what is left of them (buckets, fields, stream)."""
     client = redis.Redis(host="127.0.0.1", port=store.port, socket_timeout=30)
     try:
         expires_at = revocations["expires_at"]
-        loaded_keys = revocations["after_load"]["dbsize"] - revocations["before"]["dbsize"]  # three per entry, and the indexes
+        loaded_keys = revocations["after_load"]["dbsize"] - revocations["before"]["dbsize"]  # the buckets and the stream
         wait = max(0.0, expires_at - time.time())
         run.say(f"waiting {wait:.0f} s for the loaded revocations to expire")
         time.sleep(wait + 1)
@@ -624,27 +633,14 @@ def expiry_part(run: Run, store: RedisProcess, revocations: dict[str, Any]) -> N
                 break
             time.sleep(2)
         expired = samples[-1]
-        # Each RevocationStore.add drops up to 200 expired members of the two indexes (its Lua script); that is
-        # how the indexes shrink in production. Revocations made now, as an admin would, finish the job.
-        from token_service.revocation import Revocation, new_revocation_id
-        from token_service.stores.redis import RedisRevocationStore
-
-        added = 0
-        while int(client.zcount("{ts}:rev:exp", "-inf", f"({int(time.time())}")) and added < 20_000:
-            pipe = client.pipeline(transaction=False)
-            batch_store = RedisRevocationStore(pipe, time.time)
-            for _ in range(100):
-                now = int(time.time())
-                batch_store.add(Revocation(id=new_revocation_id(), type="jti", value=str(uuid.uuid4()), reason=None,
-                                           revoked_at=now, expires_at=now + 60))
-            pipe.execute()
-            added += 100
-        pruned = revocation_counts(client)
-        revocations["expiry"] = {"samples": samples, "after_expiry": expired, "pruning_revocations": added, "after_pruning": pruned}
+        # A jti bucket's and the stream's TTLs follow their latest entry (each add moves them), and each add sweeps
+        # its bucket's expired fields and the stream's expired head: with every loaded entry expiring at one
+        # moment, the buckets and the stream expire whole, with no traffic needed.
+        revocations["expiry"] = {"samples": samples, "after_expiry": expired}
         mib = 1048576
-        run.say(f"after expiry: used_memory {expired['used_memory'] / mib:.1f} MiB, dbsize {expired['dbsize']}, index members "
-                f"{expired['index']} (TTL expiry leaves the indexes); after {added} more revocations (each prunes up to 200): "
-                f"{pruned['used_memory'] / mib:.1f} MiB, index members {pruned['index']}")
+        run.say(f"after expiry: used_memory {expired['used_memory'] / mib:.1f} MiB "
+                f"(before the load {revocations['before']['used_memory'] / mib:.1f}), dbsize {expired['dbsize']}, "
+                f"jti buckets {expired['jti_buckets']} ({expired['jti_fields']} fields), stream entries {expired['jti_stream']}")
     finally:
         client.close()
 
@@ -745,10 +741,9 @@ def table(results: dict[str, Any]) -> str:
                    f"{rev['bytes_per_jti']:.0f} bytes per jti (per key: {rev['per_key']})")
         exp = rev.get("expiry")
         if exp:
-            out.append(f"  after expiry (TTL): {exp['after_expiry']['used_memory'] / mib:.1f} MiB, dbsize {exp['after_expiry']['dbsize']}, "
-                       f"index members {exp['after_expiry']['index']}; after {exp['pruning_revocations']} more revocations: "
-                       f"{exp['after_pruning']['used_memory'] / mib:.1f} MiB, dbsize {exp['after_pruning']['dbsize']}, "
-                       f"index members {exp['after_pruning']['index']}")
+            left = exp["after_expiry"]
+            out.append(f"  after expiry (TTL): {left['used_memory'] / mib:.1f} MiB, dbsize {left['dbsize']}, jti buckets "
+                       f"{left['jti_buckets']} ({left['jti_fields']} fields), stream entries {left['jti_stream']}")
     out.append("")
     out.append(f"{'target (issue 7)':<56} {'value':>9} {'target':>11}  result")
     for r in results["ratios"]:

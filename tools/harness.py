@@ -148,7 +148,16 @@ class Instance:
 
     def log_problems(self) -> list[str]:
         lines = self.log_path.read_text(errors="replace").splitlines() if self.log_path.exists() else []
-        return [line for line in lines if "Traceback" in line or "[ERROR]" in line or "[CRITICAL]" in line or " ERROR " in line]
+        return [line for line in lines if "Traceback" in line or "[ERROR]" in line or "[CRITICAL]" in line or " ERROR " in line
+                or '"level":"ERROR"' in line or '"level":"CRITICAL"' in line]  # gunicorn's, the text and the JSON format
+
+
+def stop_all(instances: Sequence[Instance], store: RedisProcess) -> None:
+    """Stop the instances, then Redis, and remove Redis's data directory."""
+    for inst in instances:
+        inst.stop()
+    store.stop()
+    shutil.rmtree(store.directory, ignore_errors=True)
 
 
 def call(port: int, method: str, path: str, body: bytes | None = None,

@@ -35,7 +35,6 @@ import json
 import os
 import random
 import secrets
-import shutil
 import sys
 import threading
 import time
@@ -60,6 +59,10 @@ GOOD_MARGIN = 5
 """A token is expected valid only while it has more than this many seconds left."""
 POOL = 4000
 REVOCATION_PATTERNS = {"entries": "{ts}:rev:rec:*", "markers": "{ts}:rev:on:*"}
+"""The keys of the non-jti entries and their markers; jti entries are fields of ``{ts}:rev:j:<shard>`` buckets and
+entries of the ``{ts}:rev:jlog`` stream (token_service/jti_buckets.py), counted by ``RedisProcess.stats``."""
+JTI_BUCKETS = "{ts}:rev:j:*"
+JTI_LOG = "{ts}:rev:jlog"
 
 
 # --- the ledger: what the driver revoked, and what each token's verdict must therefore be ----------------------
@@ -140,6 +143,12 @@ class RedisProcess(harness.RedisProcess):
         out: dict[str, Any] = {"used_memory": int(self.client.info("memory")["used_memory"]), "dbsize": int(self.client.dbsize())}
         for name, pattern in REVOCATION_PATTERNS.items():
             out[name] = sum(1 for _ in self.client.scan_iter(match=pattern, count=1000))
+        # jti entries: one stream entry each (listing), one bucket field each (the check's marker)
+        out["entries"] += int(self.client.xlen(JTI_LOG))
+        pipe = self.client.pipeline(transaction=False)
+        for bucket in self.client.scan_iter(match=JTI_BUCKETS, count=1000):
+            pipe.hlen(bucket)
+        out["markers"] += sum(int(n) for n in pipe.execute())
         out["families"] = dict(sorted(Counter(family_of(k) for k in self.client.scan_iter(count=1000)).items()))
         return out
 
@@ -522,10 +531,7 @@ def main(argv: list[str] | None = None) -> int:
             driver.stop.set()
             for t in threads:
                 t.join(timeout=30)
-        for inst in instances:
-            inst.stop()
-        store.stop()
-        shutil.rmtree(store.directory, ignore_errors=True)
+        harness.stop_all(instances, store)
 
     assert driver is not None
     log_problems = [f"{inst.name}: {line}" for inst in instances for line in inst.log_problems()]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tests.conftest import assert_error, bearer
+from token_service.stores.cursor import encode_cursor
 
 
 @pytest.fixture
@@ -44,9 +45,18 @@ def test_who_may_not_read_the_feed(actions, client):
     assert_error(client.get("/v1/revocations/feed", headers=bearer(plain)), 403, "access_denied")
 
 
-@pytest.mark.parametrize("since", ["nope", "czE=x", "s1"])
+@pytest.mark.parametrize("since", ["nope", "czE=x", "s1", encode_cursor(10**21), encode_cursor(2**63 - 1)])
 def test_a_cursor_not_issued_here_is_400(client, reader, since):
     assert_error(client.get("/v1/revocations/feed", query_string={"since": since}, headers=bearer(reader)), 400, "invalid_request")
+
+
+def test_a_listing_cursor_beyond_any_sequence_number_is_400_not_a_store_error(actions, client):
+    """A well-formed cursor past Redis's counters would make an invalid stream id: refused before the store."""
+    from tests.conftest import ADMIN_KEY
+
+    actions.revoke(jti="listed")
+    response = client.get("/v1/admin/revocations", query_string={"cursor": encode_cursor(10**21)}, headers=bearer(ADMIN_KEY))
+    assert_error(response, 400, "invalid_request")
 
 
 def test_the_feed_fails_closed_when_the_store_is_down(down_client):

@@ -255,9 +255,15 @@ def test_the_key_text_is_printed_once_on_stdout_and_never_on_stderr(cli, actions
     assert text not in result.stderr and KEY_TEXT.search(result.stderr) is None
     key_id = text.split("_")[1]
     # the audit line is there (INFO), with the id and the CLI's actor, never the text
-    audit = [json.loads(line.split(" token_service.audit ", 1)[1]) for line in result.stderr.splitlines() if "token_service.audit" in line]
+    # on Redis the log is JSON lines (TOKEN_SERVICE_LOG_FORMAT's default): an audit record's members are its line's
+    lines = [json.loads(line) for line in result.stderr.splitlines() if line.startswith("{")]
+    audit = [{k: v for k, v in line.items() if k not in ("time", "level", "logger")}
+             for line in lines if line["logger"] == "token_service.audit" and "action" in line]
+    assert len(audit) == 1
+    chained = {name: audit[0].pop(name) for name in ("id", "seq", "prev", "hash")}  # its place in the audit chain
     assert audit == [{"action": "api_key.create", "actor": f"cli:{OS_USER}", "address": None, "at": audit[0]["at"],
                       "outcome": "ok", "target": f"{key_id} secret"}]
+    assert len(chained["hash"]) == 64 and chained["seq"] >= 1
     actions.mint(text)
 
     rotated = cli("api-keys", "rotate", key_id)

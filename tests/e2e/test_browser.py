@@ -10,6 +10,7 @@ Skipped when chromium or playwright (or nginx) is missing, unless TOKEN_SERVICE_
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -86,8 +87,16 @@ class Setup:
     idp: IdentityProvider
 
     def service_requests(self, method: str, path: str) -> int:
-        """How many ``method path`` requests the token service logged (its access log)."""
-        return sum(1 for line in self.service.output().splitlines() if f" {method} {path} " in line)
+        """How many ``method path`` requests the token service logged (its access log: JSON lines on Redis)."""
+        count = 0
+        for line in self.service.output().splitlines():
+            try:
+                record = json.loads(line)
+            except ValueError:
+                count += f" {method} {path} " in line  # the text format
+                continue
+            count += isinstance(record, dict) and record.get("method") == method and record.get("route") == path
+        return count
 
 
 @pytest.fixture(scope="module")

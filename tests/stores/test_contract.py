@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from dataclasses import replace
@@ -12,6 +13,7 @@ import redis
 
 from tests.conftest import FakeClock
 from token_service.apikeys import ApiKey, digest_of, generate_key_text, new_key_id
+from token_service.jti_buckets import SWEEP_GRACE
 from token_service.revocation import Marker, Revocation, new_revocation_id
 from token_service.stores import Stores, StoreUnavailable, stores_from_url
 
@@ -29,7 +31,7 @@ def stores(backend: str, request: pytest.FixtureRequest, clock: FakeClock) -> It
 def entry(clock: FakeClock, rtype: str = "jti", value: str = "j-1", ttl: int | None = 930, at: int | None = None) -> Revocation:
     revoked_at = int(clock()) if at is None else at
     return Revocation(
-        id=new_revocation_id(), type=rtype, value=value, reason=None, revoked_at=revoked_at,  # type: ignore[arg-type]
+        id=new_revocation_id((rtype, value)), type=rtype, value=value, reason=None, revoked_at=revoked_at,  # type: ignore[arg-type]
         expires_at=None if ttl is None else revoked_at + ttl,
     )
 
@@ -333,6 +335,12 @@ def test_a_lost_redis_cluster_node_is_store_unavailable(tmp_path, clock: FakeClo
         stores = stores_from_url(f"cluster://127.0.0.1:{server.port}", clock, connect_timeout=0.2, socket_timeout=0.2)
         stores.revocations.add(entry(clock, "sub", "carol"))
         assert stores.revocations.lookup([("sub", "carol")])[0] is not None
+        jti = entry(clock, "jti", "carol-token")  # the jti scripts and the listing's pipeline work on a cluster too
+        stores.revocations.add(jti)
+        assert stores.revocations.lookup([("jti", "carol-token"), ("sub", "carol")])[0] == Marker(jti.id, jti.revoked_at)
+        assert [e.value for e in stores.revocations.page(None, 10)[0]] == ["carol", "carol-token"]
+        assert len(stores.revocations.changes(None)[0]) == 2
+        assert stores.revocations.get(jti.id) == jti and stores.revocations.lift(jti.id) == jti
         server.stop()
         with pytest.raises(StoreUnavailable):
             stores.revocations.lookup([("sub", "carol")])
@@ -369,3 +377,208 @@ class TestRevocationChanges:
         assert stores.revocations.changes(0)[0] == [(short, True)]
         clock.advance(6)
         assert stores.revocations.changes(0)[0] == []
+
+
+def same_bucket_jti(value: str, taken: set[str] = frozenset()) -> str:  # type: ignore[assignment]
+    """Another jti whose entry lands in the same Redis bucket as ``value``'s (a search over a few thousand digests)."""
+    from token_service.jti_buckets import place_of
+
+    bucket = place_of(value)[0]
+    for n in range(1_000_000):
+        candidate = f"{value}-{n}"
+        if candidate not in taken and place_of(candidate)[0] == bucket:
+            return candidate
+    raise AssertionError("no jti found for the bucket")
+
+
+def _redis(request: pytest.FixtureRequest) -> Any:
+    return redis.Redis.from_url(request.getfixturevalue("redis_url"))
+
+
+class TestJtiEntries:
+    """jti entries, which the Redis store packs into hash buckets and a stream (stores/redis.py, jti_buckets)."""
+
+    def test_many_jti_entries_spread_over_buckets_are_listed_in_order_across_pages(
+            self, stores: Stores, clock: FakeClock, backend: str, request: pytest.FixtureRequest) -> None:
+        made = []
+        for i in range(45):
+            e = entry(clock, "sub" if i % 9 == 4 else "jti", f"many-{i}", at=int(clock()) + i % 3)
+            stores.revocations.add(e)
+            made.append(e)
+        seen: list[Revocation] = []
+        cursor = None
+        pages = 0
+        while True:
+            items, cursor = stores.revocations.page(cursor, 7)
+            seen.extend(items)
+            pages += 1
+            if cursor is None:
+                break
+        assert seen == made and pages == 7
+        if backend == "redis":
+            client = _redis(request)
+            buckets = list(client.scan_iter("{ts}:rev:j:*"))
+            assert len(buckets) >= 30  # 40 jtis over 16,384 buckets
+            assert sum(client.hlen(b) for b in buckets) == 40 and client.xlen("{ts}:rev:jlog") == 40
+            assert len(list(client.scan_iter("{ts}:rev:rec:*"))) == 5  # the sub entries only
+            client.close()
+
+    def test_the_same_jti_revoked_twice_then_one_lifted(self, stores: Stores, clock: FakeClock, backend: str,
+                                                         request: pytest.FixtureRequest) -> None:
+        first = entry(clock, "jti", "twice")
+        clock.advance(5)
+        second = entry(clock, "jti", "twice", ttl=60)
+        stores.revocations.add(first)
+        stores.revocations.add(second)
+        assert stores.revocations.lookup([("jti", "twice")]) == [Marker(second.id, second.revoked_at)]
+        assert stores.revocations.page(None, 10)[0] == [first, second]
+        assert stores.revocations.lift(second.id) == second
+        assert stores.revocations.lookup([("jti", "twice")]) == [Marker(first.id, first.revoked_at)]
+        assert stores.revocations.get(first.id) == first and stores.revocations.get(second.id) is None
+        assert stores.revocations.page(None, 10)[0] == [first]
+        clock.advance(61)  # past the lifted one's expiry, not the other's: still in force
+        assert stores.revocations.lookup([("jti", "twice")]) == [Marker(first.id, first.revoked_at)]
+        assert stores.revocations.lift(first.id) == first
+        assert stores.revocations.lookup([("jti", "twice")]) == [None]
+        if backend == "redis":
+            client = _redis(request)
+            assert list(client.scan_iter("{ts}:rev:j:*")) == [] and client.xlen("{ts}:rev:jlog") == 0
+            client.close()
+
+    def test_a_newer_entry_for_a_jti_that_expires_sooner_leaves_the_older_in_force(self, stores: Stores, clock: FakeClock) -> None:
+        older = entry(clock, "jti", "overlap", ttl=900)
+        clock.advance(1)
+        newer = entry(clock, "jti", "overlap", ttl=10)
+        stores.revocations.add(older)
+        stores.revocations.add(newer)
+        clock.advance(11)
+        assert stores.revocations.lookup([("jti", "overlap")]) == [Marker(older.id, older.revoked_at)]
+
+    def test_get_and_lift_by_id(self, stores: Stores, clock: FakeClock) -> None:
+        e = replace(entry(clock, "jti", "by-id"), reason="lost laptop")
+        holder = replace(entry(clock, "jti", "by-id-2"), reason="revoked by its holder")
+        neighbour = entry(clock, "jti", same_bucket_jti("by-id"))
+        for made in (e, holder, neighbour):
+            stores.revocations.add(made)
+        assert stores.revocations.get(e.id) == e and stores.revocations.get(holder.id) == holder
+        assert stores.revocations.get(neighbour.id) == neighbour
+        # an id of the right form naming the same bucket, and the same field's two bytes, but no entry
+        assert stores.revocations.get(e.id[:4] + "0" * 16 + e.id[-4:]) is None
+        assert stores.revocations.lift(e.id[:4] + "0" * 16 + e.id[-4:]) is None
+        assert stores.revocations.get("rev_nothex") is None and stores.revocations.lift("rev_nothex") is None
+        assert stores.revocations.lift(e.id) == e
+        assert stores.revocations.get(e.id) is None and stores.revocations.lift(e.id) is None
+        assert stores.revocations.lookup([("jti", "by-id"), ("jti", neighbour.value)]) == [
+            None, Marker(neighbour.id, neighbour.revoked_at)]
+        assert stores.revocations.page(None, 10)[0] == [holder, neighbour]
+
+    def test_feed_orders_jti_and_other_entries_by_sequence(self, stores: Stores, clock: FakeClock) -> None:
+        first = [entry(clock, "jti", "f1"), entry(clock, "sub", "f2"), entry(clock, "jti", "f3"), entry(clock, "personaId", "f4")]
+        for made in first:
+            stores.revocations.add(made)
+        items, cursor = stores.revocations.changes(None)
+        assert items == [(e, False) for e in first] and cursor == 4
+        later = [entry(clock, "client_id", "f5"), entry(clock, "jti", "f6"), entry(clock, "jti", "f7"), entry(clock, "sub", "f8")]
+        for made in later:
+            stores.revocations.add(made)
+        stores.revocations.lift(first[2].id)
+        stores.revocations.lift(first[1].id)
+        items, seq = stores.revocations.changes(cursor)
+        assert items == [(e, False) for e in later] + [(first[2], True), (first[1], True)] and seq == cursor + 6
+        assert stores.revocations.changes(None)[0] == [(first[0], False), (first[3], False)] + [(e, False) for e in later]
+
+
+def test_redis_jti_buckets_and_stream_shrink_back(redis_url: str, clock: FakeClock) -> None:
+    """Each add sweeps its bucket's expired fields and trims the stream's expired head; TTLs follow the latest expiry."""
+    from token_service.jti_buckets import place_of
+
+    stores = stores_from_url(redis_url, clock)
+    client = redis.Redis.from_url(redis_url)
+    values = ["sweep-a"]
+    for _ in range(3):
+        values.append(same_bucket_jti("sweep-a", set(values)))
+    bucket = place_of("sweep-a")[0]
+    for value in values[:3]:
+        stores.revocations.add(entry(clock, "jti", value, ttl=30))
+    assert client.hlen(bucket) == 3 and client.xlen("{ts}:rev:jlog") == 3
+    assert 29_000 < client.pttl(bucket) <= 30_000 and 29_000 < client.pttl("{ts}:rev:jlog") <= 30_000
+    clock.advance(31)  # the three have expired (on the store's clock; Redis still holds them)
+    assert stores.revocations.lookup([("jti", v) for v in values[:3]]) == [None] * 3
+    stores.revocations.add(entry(clock, "jti", "elsewhere", ttl=600))  # another bucket: this one is not swept
+    assert client.hlen(bucket) == 3
+    clock.advance(SWEEP_GRACE)  # an add sweeps only entries expired for longer than the grace
+    kept = entry(clock, "jti", values[3], ttl=600)
+    stores.revocations.add(kept)
+    assert client.hgetall(bucket) and client.hlen(bucket) == 1  # the three swept by the add
+    assert client.xlen("{ts}:rev:jlog") == 2  # and trimmed off the stream's head ("elsewhere" and this one stay)
+    assert 599_000 < client.pttl(bucket) <= 600_000 and 599_000 < client.pttl("{ts}:rev:jlog") <= 600_000
+    assert [e.value for e in stores.revocations.page(None, 10)[0]] == ["elsewhere", values[3]]
+    stores.revocations.add(entry(clock, "jti", "short-one", ttl=1))  # a shorter expiry never shortens a TTL
+    assert client.pttl("{ts}:rev:jlog") > 599_000
+    client.close()
+
+
+def test_an_instance_whose_clock_runs_ahead_sweeps_no_entry_another_still_enforces(redis_url: str, clock: FakeClock) -> None:
+    """The sweep runs on the adding instance's clock: one 200 s ahead must not drop a live entry of its bucket."""
+    from token_service.jti_buckets import place_of
+
+    ahead = FakeClock(clock() + 200)
+    stores, fast = stores_from_url(redis_url, clock), stores_from_url(redis_url, ahead)
+    live = entry(clock, "jti", "live-one", ttl=100)
+    stores.revocations.add(live)
+    other = same_bucket_jti("live-one", {"live-one"})
+    fast.revocations.add(entry(ahead, "jti", other, ttl=100))
+    client = redis.Redis.from_url(redis_url)
+    assert client.hlen(place_of("live-one")[0]) == 2
+    assert stores.revocations.lookup([("jti", "live-one")]) == [Marker(live.id, live.revoked_at)]
+    client.close()
+
+
+def test_redis_jti_keys_vanish_without_traffic(redis_url: str) -> None:
+    """With no add after them, a bucket and the stream expire with their last entry (Redis's own clock)."""
+    clock = FakeClock()  # the current second + 0.25: Redis's TTL is 1.75 s from the add
+    stores = stores_from_url(redis_url, clock)
+    client = redis.Redis.from_url(redis_url)
+    stores.revocations.add(entry(clock, "jti", "fleeting", ttl=2))
+    assert len(list(client.scan_iter("{ts}:rev:j:*"))) == 1 and client.exists("{ts}:rev:jlog") == 1
+    time.sleep(2.1)
+    assert list(client.scan_iter("{ts}:rev:*")) == [b"{ts}:rev:seq"]
+    client.close()
+
+
+def test_redis_jti_entries_of_the_old_layout_are_honoured(redis_url: str, clock: FakeClock) -> None:
+    """Upgrade: a jti entry written by the version before the buckets (record, marker and ids keys, the two
+    indexes) keeps refusing its token, is listed, fed, found and lifted; alongside new entries for the same jti."""
+    import secrets
+
+    from token_service.revocation import jti_digest
+    from token_service.stores.redis import _ADD
+
+    stores = stores_from_url(redis_url, clock)
+    client = redis.Redis.from_url(redis_url)
+    tail = jti_digest("legacy")[:2]
+    old_id = "rev_" + secrets.token_hex(8) + bytes([tail[0], tail[1] ^ 1]).hex()  # an old random id (not this tail)
+    old = replace(entry(clock, "jti", "legacy", ttl=900), id=old_id)
+    # written exactly as the previous version did (its _ADD script, unchanged, still serves the other types)
+    keys = [f"{{ts}}:rev:rec:{old.id}", "{ts}:rev:idx", "{ts}:rev:exp", "{ts}:rev:on:jti:legacy", "{ts}:rev:ids:jti:legacy",
+            "{ts}:rev:seq"]
+    client.register_script(_ADD)(keys=keys, args=[old.id, json.dumps(old.to_dict()), old.revoked_at, int(clock()), 900_000,
+                                                  old.expires_at])
+    assert client.exists("{ts}:rev:on:jti:legacy") == 1
+    assert stores.revocations.lookup([("jti", "legacy")]) == [Marker(old.id, old.revoked_at)]
+    assert stores.revocations.get(old.id) == old
+    clock.advance(1)
+    new = entry(clock, "jti", "legacy")
+    other = entry(clock, "jti", "fresh")
+    stores.revocations.add(new)
+    stores.revocations.add(other)
+    assert stores.revocations.lookup([("jti", "legacy"), ("jti", "fresh")]) == [
+        Marker(new.id, new.revoked_at), Marker(other.id, other.revoked_at)]
+    assert stores.revocations.page(None, 10)[0] == [old, new, other]
+    assert stores.revocations.changes(None)[0] == [(old, False), (new, False), (other, False)]
+    assert stores.revocations.lift(new.id) == new
+    assert stores.revocations.lookup([("jti", "legacy")]) == [Marker(old.id, old.revoked_at)]  # the old one still counts
+    assert stores.revocations.lift(old.id) == old
+    assert stores.revocations.lookup([("jti", "legacy")]) == [None]
+    assert client.exists("{ts}:rev:on:jti:legacy", f"{{ts}}:rev:rec:{old.id}") == 0
+    client.close()

@@ -519,6 +519,7 @@ def test_every_setting_has_a_parser() -> None:
         "oidc_issuer": None, "oidc_audience": None, "oidc_jwks_url": None, "session_url": None,
         "oidc_groups_claim": None, "session_personas_field": None, "session_scopes_field": None,
         "signing_key_rotation": None, "signing_key_activation_delay": None, "signing_key_dir": None,
+        "log_format": None,
     }
     for field_name in Settings.__dataclass_fields__:
         if field_name in samples:
@@ -552,3 +553,20 @@ def test_activation_delay_defaults_to_twice_the_jwks_max_age_and_is_never_shorte
     # the instances re-read the ring every SIGNING_KEY_REFRESH seconds: that time counts too
     assert load_settings(env(JWKS_MAX_AGE="2", SIGNING_KEY_ACTIVATION_DELAY="3", SIGNING_KEY_REFRESH="0.5")).activation_delay == 3
     assert "SIGNING_KEY_REFRESH" in config_error(env(JWKS_MAX_AGE="2", SIGNING_KEY_ACTIVATION_DELAY="3"))
+
+
+def test_metrics_is_on_off_or_a_listener_address() -> None:
+    assert load_settings(env(METRICS="127.0.0.1:9464")).metrics_listener == ("127.0.0.1", 9464)
+    assert load_settings(env(METRICS="[::1]:9464")).metrics_listener == ("::1", 9464)
+    assert load_settings(env(METRICS="on")).metrics_listener is None
+    for bad in ("host:0", "host:65536", ":9464", "host:", "a b:1"):
+        assert "TOKEN_SERVICE_METRICS must be on, off or host:port" in config_error(env(METRICS=bad)), bad
+
+
+def test_log_format_and_client_address() -> None:
+    assert load_settings(env(LOG_FORMAT="JSON")).log_format == "json"
+    assert load_settings(env(LOG_FORMAT="text")).log_json is False
+    assert "TOKEN_SERVICE_LOG_FORMAT" in config_error(env(LOG_FORMAT="yaml"))
+    assert load_settings(env()).log_client_address == "truncated"
+    assert load_settings(env(LOG_CLIENT_ADDRESS="Off")).log_client_address == "off"
+    assert "TOKEN_SERVICE_LOG_CLIENT_ADDRESS" in config_error(env(LOG_CLIENT_ADDRESS="hashed"))

@@ -124,3 +124,29 @@ def test_revocation_ids_are_random() -> None:
     ids = {new_revocation_id() for _ in range(500)}
     assert len(ids) == 500
     assert all(re.fullmatch(r"rev_[0-9a-f]{20}", rid) for rid in ids)
+
+
+def test_a_jti_entrys_id_carries_its_bucket() -> None:
+    from token_service.jti_buckets import JTI_SHARDS, bucket_of_id, place_of
+    from token_service.revocation import jti_digest
+
+    ids = {new_revocation_id(("jti", f"jti-{n}")) for n in range(300)}
+    assert len(ids) == 300 and all(re.fullmatch(r"rev_[0-9a-f]{20}", rid) for rid in ids)
+    rid = new_revocation_id(("jti", "jti-1"))
+    assert rid.endswith(jti_digest("jti-1")[:2].hex())
+    assert bucket_of_id(rid) == (place_of("jti-1")[0], jti_digest("jti-1")[:2])
+    assert place_of("jti-1")[0] == f"{{ts}}:rev:j:{int.from_bytes(jti_digest('jti-1')[:2], 'big') % JTI_SHARDS}"
+    assert len({new_revocation_id(("jti", "same"))[-4:] for _ in range(20)}) == 1  # same jti: same tail
+    assert len({new_revocation_id(("sub", "same"))[-4:] for _ in range(50)}) > 1  # other types: random
+    for foreign in ("rev_1", "rev_" + "G" * 20, "rev_" + "A" * 20, "x" * 24):
+        assert bucket_of_id(foreign) is None
+
+
+def test_the_place_of_a_jti_is_a_stored_format() -> None:
+    """Entries already in Redis are found through this placement: a change of the digest or of JTI_SHARDS would
+    send lookups to the wrong bucket (a revoked token accepted). Changing it needs a migration."""
+    from token_service.jti_buckets import JTI_SHARDS, place_of
+
+    assert JTI_SHARDS == 16384
+    bucket, field = place_of("0b1f4c1e-6f7e-4c39-9a55-3f1f2c8e8d21")
+    assert (bucket, field.hex()) == ("{ts}:rev:j:16121", "3ef9fb57b999be88e5d006a1be881755")

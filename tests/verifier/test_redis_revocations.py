@@ -195,3 +195,49 @@ def test_an_unexpected_error_in_the_listener_stops_the_cache_and_the_listener_re
         assert refused_within(verifier, token, 5) is not None, "a revocation after the crash was not seen"
     finally:
         source.close()
+
+
+def test_a_jti_revocation_publishes_its_bucket_field_and_reaches_the_cache(live: Service, verifier: Verifier,
+                                                                           source: RedisRevocations) -> None:
+    from token_service.jti_buckets import event_key, place_of
+
+    client = redis.Redis.from_url(live.redis.url)
+    pubsub = client.pubsub()  # type: ignore[no-untyped-call]
+    pubsub.subscribe(CHANNEL)
+    assert pubsub.get_message(timeout=5)["type"] == "subscribe"
+    token = live.mint(sub="jti-event")
+    verifier.verify(token)
+    verifier.verify(token)  # cached: not revoked
+    entry = live.revoke(jti=_jti(token))
+    assert refused_within(verifier, token, 1.0) is not None
+    live.lift(entry["id"])
+    seen: list[str] = []
+    deadline = time.monotonic() + 5
+    while len(seen) < 2 and time.monotonic() < deadline:
+        message = pubsub.get_message(timeout=0.5)
+        if message and message["type"] == "message":
+            seen.append(message["data"].decode())
+    assert seen == [event_key(*place_of(_jti(token)))] * 2
+    assert wait_until(lambda: _accepted(verifier, token), 2)  # the lift reached the cache too
+    assert source.direct_reads == 0
+    pubsub.close()
+    client.close()
+
+
+def _accepted(verifier: Verifier, token: str) -> bool:
+    try:
+        verifier.verify(token)
+    except TokenInvalid:
+        return False
+    return True
+
+
+def test_a_jti_marker_of_the_old_layout_is_honoured(live: Service, verifier: Verifier) -> None:
+    """Upgrade: a jti entry written before the buckets (its ``{ts}:rev:on:jti:<jti>`` marker) still refuses the token."""
+    token = live.mint(sub="old-layout")
+    client = redis.Redis.from_url(live.redis.url)
+    client.set(marker_key(("jti", _jti(token))), f"{int(time.time())} rev_0123456789abcdef0123")
+    client.close()
+    with pytest.raises(TokenInvalid) as refused:
+        verifier.verify(token)
+    assert refused.value.code == "revoked"

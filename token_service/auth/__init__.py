@@ -87,7 +87,11 @@ class AuthChain:
         for adapter in self.adapters:
             if not users and getattr(adapter, "users_only", False):
                 continue
-            principal = adapter.authenticate(request)
+            try:
+                principal = adapter.authenticate(request)
+            except (AuthenticationFailed, AuthUnavailable) as exc:
+                exc.adapter = getattr(adapter, "name", None) or type(adapter).__name__
+                raise
             if principal is not None:
                 return principal
         return None

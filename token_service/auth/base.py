@@ -83,6 +83,9 @@ class Principal:
 class AuthenticationFailed(Exception):
     """The adapter's kind of credential was presented and is bad. The message is safe to show."""
 
+    adapter: str | None = None
+    """The name of the adapter that refused it (set by the chain; for the metrics)."""
+
     def __init__(self, description: str = "The credentials are not valid."):
         self.description = description
         super().__init__(description)
@@ -91,6 +94,9 @@ class AuthenticationFailed(Exception):
 class AuthUnavailable(Exception):
     """The adapter could not decide: its dependency (a JWKS, an upstream) failed. The service answers
     503 and authenticates nobody (fail closed). The message is safe to log."""
+
+    adapter: str | None = None
+    """The name of the adapter that could not decide (set by the chain; for the metrics)."""
 
 
 class AuthAdapter(Protocol):

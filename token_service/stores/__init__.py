@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 from token_service.clock import Clock
-from token_service.stores.base import ApiKeyStore, RevocationStore, Stores, StoreUnavailable
+from token_service.stores.base import AUDIT_MAX_RECORDS, AUDIT_RETENTION, ApiKeyStore, RevocationStore, Stores, StoreUnavailable
 
 __all__ = ["ApiKeyStore", "RevocationStore", "Stores", "StoreUnavailable", "durability_warnings", "stores_from_url"]
 
 
 def stores_from_url(
     url: str | None, clock: Clock, connect_timeout: float = 0.5, socket_timeout: float = 0.5, max_connections: int = 50,
-    wait_replicas: int = 0, wait_timeout_ms: int = 500,
+    wait_replicas: int = 0, wait_timeout_ms: int = 500, audit_retention: int = AUDIT_RETENTION,
+    audit_max_records: int = AUDIT_MAX_RECORDS,
 ) -> Stores:
     """Redis stores for a ``redis``/``rediss``/``unix``/``sentinel``/``cluster`` URL; embedded ones for None or ``memory://``.
 
@@ -20,7 +21,7 @@ def stores_from_url(
     if url is None or url == "memory://":
         from token_service.stores.memory import MemoryStores
 
-        return MemoryStores(clock)
+        return MemoryStores(clock, audit_retention, audit_max_records)
     import redis.cluster  # noqa: F401
     import redis.sentinel  # noqa: F401 - registers the submodule used by client_from_url
 
@@ -31,7 +32,7 @@ def stores_from_url(
     if wait_replicas:
         waiting = client_from_url(url, connect_timeout, socket_timeout + wait_timeout_ms / 1000, max_connections)
         durable = DurableWrites(waiting, wait_replicas, wait_timeout_ms)
-    return RedisStores(client, clock, durable)
+    return RedisStores(client, clock, durable, audit_retention, audit_max_records)
 
 
 def durability_warnings(stores: Stores) -> list[str]:

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from token_service.apikeys import ApiKey
+from token_service.audit_chain import AuditEvent, AuditRecord, Break, Link
 from token_service.revocation import Marker, Revocation, Target
 from token_service.ring import KeyTimes
 
@@ -122,6 +123,34 @@ class RateLimitStore(Protocol):
         whole seconds, at least 1, until the window ends). Counters are forgotten after their window."""
 
 
+AUDIT_RETENTION = 90 * 86400
+"""Seconds an audit record is kept by default (TOKEN_SERVICE_AUDIT_RETENTION)."""
+AUDIT_MAX_RECORDS = 250_000
+"""Audit records kept at most by default (TOKEN_SERVICE_AUDIT_MAX_RECORDS), whatever their age: about 100 MB of
+Redis memory (about 385 bytes a record, measured), so that a flood of records cannot fill a noeviction Redis."""
+
+
+class AuditStore(Protocol):
+    """The audit log: records chained by hash (audit_chain.py), oldest first, kept for a retention period.
+
+    Records older than the retention period, and the oldest beyond the maximum count, are trimmed when a
+    record is appended; the last trimmed record becomes the anchor verification starts from."""
+
+    def append(self, event: AuditEvent) -> AuditRecord:
+        """Chain ``event`` after the newest record and store it, atomically across instances (two appends never
+        link to the same record); the stored record. Raises StoreUnavailable."""
+
+    def page(self, since: int | None, action: str | None, cursor: str | None, limit: int) -> tuple[list[AuditRecord], str | None]:
+        """Records with ``at >= since`` and exactly ``action`` (None: any), oldest first, ``limit`` at most, and the
+        cursor of the next page (None at the end; a page may hold fewer than ``limit`` records and a cursor when
+        a filter skipped many). Raises ValueError for a cursor this store did not issue."""
+
+    def chain(self, after: str | None, count: int) -> tuple[Link | None, Link | None, list[AuditRecord | Break]]:
+        """For verification, read together (atomically): the anchor (None when nothing was trimmed), the head
+        (the newest record; None when there is none), and up to ``count`` records after the id ``after``
+        (from the oldest when None), each record that cannot be parsed as a Break."""
+
+
 class Stores(Protocol):
     """The stores of one deployment, and a health probe."""
 
@@ -130,6 +159,7 @@ class Stores(Protocol):
     replays: ReplayCache
     rate_limits: RateLimitStore
     signing_keys: SigningKeyStore
+    audit: AuditStore
 
     def ping(self) -> None:
         """Return when every store answers; raise StoreUnavailable otherwise."""

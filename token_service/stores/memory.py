@@ -5,14 +5,26 @@ from __future__ import annotations
 
 import math
 import threading
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import replace
 
 from token_service.apikeys import ApiKey
+from token_service.audit_chain import GENESIS, AuditEvent, AuditRecord, Break, Link, chained
 from token_service.clock import Clock
 from token_service.revocation import Marker, Revocation, Target
-from token_service.stores.base import ApiKeyStore, RateLimitStore, ReplayCache, RevocationStore, SigningKeyStore, StoredSigningKey
-from token_service.stores.cursor import decode_cursor, encode_cursor
+from token_service.stores.base import (
+    AUDIT_MAX_RECORDS,
+    AUDIT_RETENTION,
+    ApiKeyStore,
+    AuditStore,
+    RateLimitStore,
+    ReplayCache,
+    RevocationStore,
+    SigningKeyStore,
+    StoredSigningKey,
+)
+from token_service.stores.cursor import decode_cursor, decode_id_cursor, encode_cursor, encode_id_cursor
 
 
 class MemoryRevocationStore:
@@ -269,17 +281,81 @@ class MemoryRateLimitStore:
         return count <= limit, max(1, math.ceil((number + 1) * window - now))
 
 
+MEMORY_AUDIT_CAP = 100_000
+"""The embedded audit log keeps this many records at most, whatever the setting (development only)."""
+
+
+def _id_key(rid: str) -> tuple[int, int]:
+    ms, _, n = rid.partition("-")
+    return int(ms), int(n)
+
+
+class MemoryAuditStore:
+    """AuditStore in a bounded deque: ids ``<ms>-<n>`` as Redis streams make them, on the injected clock;
+    trimmed on append (older than ``retention`` seconds, beyond ``max_records``), the last trimmed record
+    kept as the anchor."""
+
+    def __init__(self, clock: Clock, retention: int = AUDIT_RETENTION, max_records: int = AUDIT_MAX_RECORDS):
+        self._clock = clock
+        self._retention_ms = retention * 1000
+        self._max = min(max_records, MEMORY_AUDIT_CAP)
+        self._lock = threading.Lock()
+        self._records: deque[AuditRecord] = deque()
+        self._head: Link | None = None
+        self._anchor: Link | None = None
+
+    def append(self, event: AuditEvent) -> AuditRecord:
+        """See AuditStore.append."""
+        with self._lock:
+            now_ms = int(self._clock() * 1000)
+            head = self._head
+            last = _id_key(head.id) if head is not None else (0, -1)
+            rid = f"{now_ms}-0" if now_ms > last[0] else f"{last[0]}-{last[1] + 1}"
+            record = chained(event, head.seq + 1 if head else 1, head.hash if head else GENESIS, rid)
+            self._records.append(record)
+            self._head = Link(record.seq, record.hash, rid)
+            cutoff = now_ms - self._retention_ms
+            while self._records and (_id_key(self._records[0].id)[0] < cutoff or len(self._records) > self._max):
+                old = self._records.popleft()
+                self._anchor = Link(old.seq, old.hash, old.id)
+            return record
+
+    def page(self, since: int | None, action: str | None, cursor: str | None, limit: int) -> tuple[list[AuditRecord], str | None]:
+        """See AuditStore.page."""
+        after = decode_id_cursor(cursor)
+        start = _id_key(after) if after is not None else (-1, -1)
+        with self._lock:
+            records = list(self._records)
+        items: list[AuditRecord] = []
+        for record in records:
+            if _id_key(record.id) <= start or not record.matches(since, action):
+                continue
+            if len(items) == limit:
+                return items, encode_id_cursor(items[-1].id)
+            items.append(record)
+        return items, None
+
+    def chain(self, after: str | None, count: int) -> tuple[Link | None, Link | None, list[AuditRecord | Break]]:
+        """See AuditStore.chain."""
+        start = _id_key(after) if after is not None else (-1, -1)
+        with self._lock:
+            records: list[AuditRecord | Break] = []
+            records.extend(r for r in self._records if _id_key(r.id) > start)
+            return self._anchor, self._head, records[:count]
+
+
 class MemoryStores:
     """The embedded stores of one process."""
 
     shared = False
 
-    def __init__(self, clock: Clock):
+    def __init__(self, clock: Clock, audit_retention: int = AUDIT_RETENTION, audit_max_records: int = AUDIT_MAX_RECORDS):
         self.revocations: RevocationStore = MemoryRevocationStore(clock)
         self.api_keys: ApiKeyStore = MemoryApiKeyStore()
         self.replays: ReplayCache = MemoryReplayCache(clock)
         self.rate_limits: RateLimitStore = MemoryRateLimitStore(clock)
         self.signing_keys: SigningKeyStore = MemorySigningKeyStore(clock)
+        self.audit: AuditStore = MemoryAuditStore(clock, audit_retention, audit_max_records)
 
     def ping(self) -> None:
         """Always answers."""

@@ -3,14 +3,33 @@ timeouts from the settings, every driver error raised as StoreUnavailable.
 
 All keys carry the hash tag ``{ts}`` so that the Lua scripts (atomic multi-key updates) also run on
 Redis Cluster. Layout (``P`` = ``{ts}``):
-- ``P:rev:rec:<id>``  JSON of a revocation, expiring when it may be forgotten (kid: never)
-- ``P:rev:on:<type>:<value>``  the marker the check reads: ``"<revoked_at> <id>"`` of the newest entry
-- ``P:rev:ids:<type>:<value>``  ids of the entries for that target (to recompute a marker on lift)
-- ``P:rev:idx`` / ``P:rev:exp``  sorted sets by sequence number / by expiry (listing, pruning)
-- channel ``P:rev:events``: ``_ADD`` and ``_LIFT`` publish the marker key they wrote, inside the script,
-  so local verifiers (``token_service.verifier.RedisRevocations``) drop their cached copy. Explicit
-  PUBLISH rather than keyspace notifications: those are off by default (``notify-keyspace-events ""``),
-  often not configurable on managed Redis, and would fire for every key, not only markers.
+- ``P:rev:seq``  the revocations' sequence number (INCR; entries made and lifted), never expiring
+- jti entries (the bulk: every logout makes one), packed, about 130 bytes each (docs/performance.md):
+  - ``P:rev:j:<shard>``  ``JTI_SHARDS`` (16,384) hash buckets: field = 16-byte digest of the jti, value =
+    ``"<revoked_at> <life> <seq> <id16>"`` (``token_service.jti_buckets`` has the details: the shard, the
+    id carrying it, several entries of one jti). What the check reads (HGET). Each add sweeps the expired
+    fields of its bucket and moves the bucket's TTL to its latest expiry: a bucket shrinks with traffic
+    and vanishes one horizon after its last add.
+  - ``P:rev:jlog``  a stream, one entry per jti entry in sequence order, id ``<seq>-<revoked_at>``, fields
+    ``v`` (the jti), ``r`` (the reason: ``""`` none, ``"1"`` the holder's logout, else ``"="`` + text),
+    ``d`` (life), ``i`` (id16 as a signed 64-bit decimal): the listing and the feed. Each add trims the
+    expired entries at its head (XTRIM MINID) and pushes the stream's TTL to its latest expiry; a lift
+    XDELs the entry.
+- the other types (sub, personaId, client_id, kid: few entries), and jti entries whose id does not carry
+  their bucket (written before this layout, see below):
+  - ``P:rev:rec:<id>``  JSON of a revocation, expiring when it may be forgotten (kid: never)
+  - ``P:rev:on:<type>:<value>``  the marker the check reads: ``"<revoked_at> <id>"`` of the newest entry
+  - ``P:rev:ids:<type>:<value>``  ids of the entries for that target (to recompute a marker on lift)
+  - ``P:rev:idx`` / ``P:rev:exp``  sorted sets by sequence number / by expiry (listing, pruning)
+- Upgrade: jti entries written by a version before the buckets (``P:rev:rec``/``P:rev:on:jti:...``) stay
+  where they are and keep being honoured: ``lookup`` reads ``P:rev:on:jti:<jti>`` along with the bucket
+  (one MGET key more, in the same script), and get, lift, listing and the feed read both layouts. Nothing
+  is migrated; the old keys expire on their own within one horizon.
+- channel ``P:rev:events``: ``_ADD`` and ``_LIFT`` publish the marker key they wrote, ``_ADD_JTI`` and
+  ``_LIFT_JTI`` ``P:rev:j:<shard>:<hex digest>`` (``jti_buckets.event_key``, not a key), inside the
+  script, so local verifiers (``token_service.verifier.RedisRevocations``) drop their cached copy.
+  Explicit PUBLISH rather than keyspace notifications: those are off by default
+  (``notify-keyspace-events ""``), often not configurable on managed Redis, and would fire for every key.
 - ``P:rev:lifted`` / ``P:rev:lifted:exp``  lifted entries (the feed's tombstones) by sequence number / by
   the time they can be forgotten
 - ``P:key:rec:<id>``  hash of an API key record; ``P:key:idx`` sorted set by sequence number;
@@ -19,6 +38,7 @@ Redis Cluster. Layout (``P`` = ``{ts}``):
 - ``P:rate:<window>:<window number>:<name>``  a rate-limit counter, expiring after its window
 - ``P:ring``  hash kid -> JSON of a managed signing key (times, private key sealed under the KEK);
   ``P:lock:<name>`` short locks (one instance stages a scheduled rotation)
+- ``P:audit``  the audit log, a stream; ``P:audit:head`` / ``P:audit:anchor`` its chain's ends (RedisAuditStore)
 """
 
 from __future__ import annotations
@@ -27,7 +47,9 @@ import json
 import logging
 import math
 import secrets
+import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import Any, TypeVar
 
 import redis
@@ -36,11 +58,16 @@ from redis.exceptions import RedisClusterException, RedisError, ResponseError
 from redis.retry import Retry
 
 from token_service.apikeys import ApiKey
+from token_service.audit_chain import GENESIS, AuditEvent, AuditRecord, Break, Link, canonical, chained, record_from
 from token_service.clock import Clock
-from token_service.revocation import Marker, Revocation, Target
+from token_service.jti_buckets import LOOKUP, SWEEP_GRACE, bucket_of_id, event_key, marker_in, place_of
+from token_service.revocation import Marker, Revocation, Target, jti_digest
 from token_service.ring import KeyTimes
 from token_service.stores.base import (
+    AUDIT_MAX_RECORDS,
+    AUDIT_RETENTION,
     ApiKeyStore,
+    AuditStore,
     RateLimitStore,
     ReplayCache,
     RevocationStore,
@@ -48,7 +75,7 @@ from token_service.stores.base import (
     StoredSigningKey,
     StoreUnavailable,
 )
-from token_service.stores.cursor import decode_cursor, encode_cursor
+from token_service.stores.cursor import decode_cursor, decode_id_cursor, encode_cursor, encode_id_cursor
 from token_service.stores.durability import persistence_warnings, shortfall_seen, unconfirmed
 
 T = TypeVar("T")
@@ -132,12 +159,107 @@ return 1
 
 _CHANGES = """
 local seq = tonumber(redis.call('GET', KEYS[3]) or '0')
-local made = redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. ARGV[1], seq)
+local made = redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. ARGV[1], seq, 'WITHSCORES')
 local records = {}
-for i, id in ipairs(made) do records[i] = redis.call('GET', ARGV[2] .. id) or '' end
+for i = 1, #made, 2 do
+  records[#records + 1] = redis.call('GET', ARGV[2] .. made[i]) or ''
+  records[#records + 1] = made[i + 1]
+end
+local jtis = redis.call('XRANGE', KEYS[4], ARGV[3], '+')
 local lifted = redis.call('ZRANGEBYSCORE', KEYS[2], '(' .. ARGV[1], seq)
-return {seq, records, lifted}
+return {seq, records, lifted, jtis}
 """
+
+# jti entries (see jti_buckets): KEYS bucket, stream, seq; ARGV field, revoked_at, life, id16, now, ttl_ms,
+# jti, reason code, id16 as a signed decimal, event key
+_ADD_JTI = """
+local now = tonumber(ARGV[5])
+local function live(part)
+  local at, life = string.match(part, '^(%d+) (%d+) ')
+  return at ~= nil and tonumber(at) + tonumber(life) > now
+end
+-- sweep this bucket's expired entries
+local all = redis.call('HGETALL', KEYS[1])
+for n = 1, #all, 2 do
+  local kept, dropped = {}, false
+  for part in string.gmatch(all[n + 1], '[^;]+') do
+    if live(part) then kept[#kept + 1] = part else dropped = true end
+  end
+  if dropped then
+    if #kept == 0 then redis.call('HDEL', KEYS[1], all[n]) else redis.call('HSET', KEYS[1], all[n], table.concat(kept, ';')) end
+  end
+end
+-- trim the expired entries at the stream's head (ids <seq>-<revoked_at>, field 'd' the life)
+local head = redis.call('XRANGE', KEYS[2], '-', '+', 'COUNT', 16)
+local minid = nil
+for _, item in ipairs(head) do
+  local s, at = string.match(item[1], '^(%d+)%-(%d+)$')
+  local fields, life = item[2], nil
+  for f = 1, #fields, 2 do if fields[f] == 'd' then life = tonumber(fields[f + 1]) end end
+  if life ~= nil and tonumber(at) + life > now then minid = item[1] break end
+  minid = s .. '-' .. string.format('%d', tonumber(at) + 1)
+end
+if minid then redis.call('XTRIM', KEYS[2], 'MINID', minid) end
+local seq = redis.call('INCR', KEYS[3])
+local text = string.format('%d', seq)
+redis.call('XADD', KEYS[2], text .. '-' .. ARGV[2], 'v', ARGV[7], 'r', ARGV[8], 'd', ARGV[3], 'i', ARGV[9])
+local part = ARGV[2] .. ' ' .. ARGV[3] .. ' ' .. text .. ' ' .. ARGV[4]
+local current = redis.call('HGET', KEYS[1], ARGV[1])
+if current then part = part .. ';' .. current end
+redis.call('HSET', KEYS[1], ARGV[1], part)
+local ttl = tonumber(ARGV[6])
+for _, k in ipairs({KEYS[1], KEYS[2]}) do
+  if redis.call('PTTL', k) < ttl then redis.call('PEXPIRE', k, ttl) end
+end
+redis.call('PUBLISH', '{ts}:rev:events', ARGV[10])
+return seq
+"""
+
+# KEYS bucket, stream, seq, lifted, lifted:exp; ARGV field, id16, stream id, now, tombstone JSON, forget at, event key
+_LIFT_JTI = """
+local current = redis.call('HGET', KEYS[1], ARGV[1])
+if not current then return 0 end
+local kept, found = {}, false
+for part in string.gmatch(current, '[^;]+') do
+  if not found and string.sub(part, -17) == ' ' .. ARGV[2] then found = true else kept[#kept + 1] = part end
+end
+if not found then return 0 end
+if #kept == 0 then redis.call('HDEL', KEYS[1], ARGV[1]) else redis.call('HSET', KEYS[1], ARGV[1], table.concat(kept, ';')) end
+redis.call('XDEL', KEYS[2], ARGV[3])
+redis.call('PUBLISH', '{ts}:rev:events', ARGV[7])
+local now = tonumber(ARGV[4])
+for _, old in ipairs(redis.call('ZRANGEBYSCORE', KEYS[5], '-inf', now)) do
+  redis.call('ZREM', KEYS[4], old)
+  redis.call('ZREM', KEYS[5], old)
+end
+local seq = redis.call('INCR', KEYS[3])
+redis.call('ZADD', KEYS[4], seq, ARGV[5])
+redis.call('ZADD', KEYS[5], ARGV[6], ARGV[5])
+return 1
+"""
+
+# An entry by id: KEYS record (the general layout), bucket, stream; ARGV id16, the field's first two bytes.
+# Answers {1, record JSON}, {2, field, entry, stream fields} or {0}.
+_FIND = """
+local rec = redis.call('GET', KEYS[1])
+if rec then return {1, rec} end
+local all = redis.call('HGETALL', KEYS[2])
+local suffix = ' ' .. ARGV[1]
+for n = 1, #all, 2 do
+  if string.sub(all[n], 1, 2) == ARGV[2] then
+    for part in string.gmatch(all[n + 1], '[^;]+') do
+      if string.sub(part, -17) == suffix then
+        local at, _, seq = string.match(part, '^(%d+) (%d+) (%d+) ')
+        local found = redis.call('XRANGE', KEYS[3], seq .. '-' .. at, seq .. '-' .. at)
+        if #found == 0 then return {0} end
+        return {2, all[n], part, found[1][2]}
+      end
+    end
+  end
+end
+return {0}
+"""
+
 
 _KEY_CREATE = """
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
@@ -178,11 +300,31 @@ return count
 """
 
 
+CallObserver = Callable[[Callable[..., Any], float, bool], None]
+_observer: list[CallObserver] = []
+"""At most one: told of every guarded Redis call (the call, seconds it took, whether it failed); see observe_calls."""
+
+
+def observe_calls(observer: CallObserver | None) -> None:
+    """Report every Redis call made through ``_guard`` to ``observer`` (the metrics), or to nobody (None)."""
+    _observer[:] = [observer] if observer is not None else []
+
+
 def _guard(call: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    if not _observer:
+        try:
+            return call(*args, **kwargs)
+        except (RedisError, RedisClusterException) as exc:  # cluster errors are not RedisErrors
+            raise StoreUnavailable(f"redis: {type(exc).__name__}") from exc
+    started, failed = time.perf_counter(), True
     try:
-        return call(*args, **kwargs)
-    except (RedisError, RedisClusterException) as exc:  # cluster errors are not RedisErrors
+        result = call(*args, **kwargs)
+        failed = False
+        return result
+    except (RedisError, RedisClusterException) as exc:
         raise StoreUnavailable(f"redis: {type(exc).__name__}") from exc
+    finally:
+        _observer[0](call, time.perf_counter() - started, failed)
 
 
 class DurableWrites:
@@ -234,6 +376,57 @@ def _revocation_from(raw: bytes | str) -> Revocation:
     )
 
 
+_HOLDER_REASON = "revoked by its holder"  # every logout's reason (service.revoke_own): one byte in the stream
+_JTI_STREAM = f"{P}:rev:jlog"
+_ID_BITS = 1 << 64
+
+
+def _reason_code(reason: str | None) -> str:
+    return "" if reason is None else "1" if reason == _HOLDER_REASON else "=" + reason
+
+
+def _reason_of(code: str) -> str | None:
+    return None if code == "" else _HOLDER_REASON if code == "1" else code[1:]
+
+
+def _signed_id(id16: str) -> str:
+    """The 16 hex digits as a signed 64-bit decimal: Redis keeps it in 8 bytes instead of 16."""
+    value = int(id16, 16)
+    return str(value - _ID_BITS if value >= _ID_BITS >> 1 else value)
+
+
+def _bucketed(entry: Revocation) -> tuple[str, bytes] | None:
+    """The bucket and field of a jti entry that goes to the buckets; None for one that goes to the general layout
+    (another type, no expiry, or an id that does not carry its bucket: made elsewhere than new_revocation_id)."""
+    if entry.type != "jti" or entry.expires_at is None or not 0 <= entry.revoked_at <= entry.expires_at:
+        return None
+    bucket, digest = place_of(entry.value)
+    named = bucket_of_id(entry.id)
+    return (bucket, digest) if named is not None and named[1] == digest[:2] else None
+
+
+def _jti_from(stream_id: bytes | str, fields: Sequence[bytes | str]) -> tuple[int, Revocation]:
+    """(sequence number, entry) of a ``P:rev:jlog`` stream entry."""
+    text = stream_id.decode() if isinstance(stream_id, bytes) else stream_id
+    seq, at = text.split("-")
+    data = {(k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v)
+            for k, v in zip(fields[::2], fields[1::2], strict=True)}
+    value = data["v"]
+    id16 = (int(data["i"]) % _ID_BITS).to_bytes(8, "big").hex()
+    revoked_at = int(at)
+    return int(seq), Revocation(id=f"rev_{id16}{jti_digest(value)[:2].hex()}", type="jti", value=value,
+                                reason=_reason_of(data["r"]), revoked_at=revoked_at, expires_at=revoked_at + int(data["d"]))
+
+
+def _stream_rows(rows: Any) -> list[tuple[int, Revocation]]:
+    """XRANGE's answer (redis-py: (id, {field: value}) pairs, or the raw nested lists from a script) as entries."""
+    out = []
+    for stream_id, fields in rows:
+        flat = [part for pair in fields.items() for part in pair] if isinstance(fields, dict) else fields
+        out.append(_jti_from(stream_id, flat))
+    return out
+
+
 class RedisRevocationStore:
     """RevocationStore on Redis; see the module docstring for the layout."""
 
@@ -242,36 +435,87 @@ class RedisRevocationStore:
         self._clock = clock
         self._durable = durable or DurableWrites(client)
         self._add = client.register_script(_ADD)
+        self._add_jti = client.register_script(_ADD_JTI)
         self._lift = client.register_script(_LIFT)
+        self._lift_jti = client.register_script(_LIFT_JTI)
+        self._find = client.register_script(_FIND)
+        self._lookup = client.register_script(LOOKUP)
         self._changes = client.register_script(_CHANGES)
 
     def add(self, entry: Revocation) -> None:
-        """See RevocationStore.add."""
-        target: Target = (entry.type, entry.value)
+        """See RevocationStore.add: one script (no read first: the benchmark queues adds on a pipeline)."""
         now = self._clock()
         ttl_ms = 0 if entry.expires_at is None else max(1, int((entry.expires_at - now) * 1000))
+        place = _bucketed(entry)
+        if place is not None:
+            assert entry.expires_at is not None
+            bucket, digest = place
+            id16 = entry.id[4:20]
+            jkeys = [bucket, _JTI_STREAM, f"{P}:rev:seq"]
+            # ARGV[5], the sweep's "now": SWEEP_GRACE behind this instance's clock (a clock ahead sweeps nothing live)
+            jargs = [digest, entry.revoked_at, entry.expires_at - entry.revoked_at, id16, int(now) - SWEEP_GRACE, ttl_ms, entry.value,
+                     _reason_code(entry.reason), _signed_id(id16), event_key(bucket, digest)]
+            self._durable(lambda c: self._add_jti(keys=jkeys, args=jargs, client=c))
+            return
+        target: Target = (entry.type, entry.value)
         keys = [f"{P}:rev:rec:{entry.id}", f"{P}:rev:idx", f"{P}:rev:exp", _marker_key(target),
                 f"{P}:rev:ids:{entry.type}:{entry.value}", f"{P}:rev:seq"]
         args = [entry.id, _revocation_json(entry), entry.revoked_at, int(now), ttl_ms, entry.expires_at or 0]
         self._durable(lambda c: self._add(keys=keys, args=args, client=c))
 
+    def _found(self, revocation_id: str) -> tuple[Revocation, list[Any] | None] | None:
+        """The entry with this id in force, and for a bucketed one [bucket, field, stream id]; one round trip."""
+        named = bucket_of_id(revocation_id)
+        found: tuple[Revocation, list[Any] | None] | None
+        if named is None:
+            raw = _guard(self._r.get, f"{P}:rev:rec:{revocation_id}")
+            found = None if raw is None else (_revocation_from(raw), None)
+        else:
+            keys = [f"{P}:rev:rec:{revocation_id}", named[0], _JTI_STREAM]
+            answer = _guard(self._find, keys=keys, args=[revocation_id[4:20], named[1]])
+            if int(answer[0]) == 1:
+                found = (_revocation_from(answer[1]), None)
+            elif int(answer[0]) == 2:
+                part = answer[2].decode().split(" ")
+                seq, entry = _jti_from(f"{part[2]}-{part[0]}", answer[3])
+                found = (entry, [named[0], answer[1], f"{seq}-{entry.revoked_at}"])
+            else:
+                found = None
+        if found is None or not self._live(found[0]):
+            return None
+        return found
+
     def lift(self, revocation_id: str) -> Revocation | None:
         """See RevocationStore.lift."""
-        entry = self.get(revocation_id)
-        if entry is None:
+        found = self._found(revocation_id)
+        if found is None:
             return None
-        keys = [f"{P}:rev:rec:{entry.id}", f"{P}:rev:idx", f"{P}:rev:exp", _marker_key((entry.type, entry.value)),
-                f"{P}:rev:ids:{entry.type}:{entry.value}", f"{P}:rev:seq", f"{P}:rev:lifted", f"{P}:rev:lifted:exp"]
+        entry, place = found
         forget_at = "+inf" if entry.expires_at is None else entry.expires_at
+        lifted_keys = [f"{P}:rev:seq", f"{P}:rev:lifted", f"{P}:rev:lifted:exp"]
+        if place is not None:
+            bucket, field, stream_id = place
+            keys = [bucket, _JTI_STREAM, *lifted_keys]
+            args = [field, entry.id[4:20], stream_id, int(self._clock()), _revocation_json(entry), forget_at,
+                    event_key(bucket, field)]
+            lifted = self._durable(lambda c: self._lift_jti(keys=keys, args=args, client=c))
+            return entry if lifted else None
+        keys = [f"{P}:rev:rec:{entry.id}", f"{P}:rev:idx", f"{P}:rev:exp", _marker_key((entry.type, entry.value)),
+                f"{P}:rev:ids:{entry.type}:{entry.value}", *lifted_keys]
         args = [entry.id, f"{P}:rev:rec:", _revocation_json(entry), int(self._clock()), forget_at]
         lifted = self._durable(lambda c: self._lift(keys=keys, args=args, client=c))
         return entry if lifted else None
 
     def changes(self, after: int | None) -> tuple[list[tuple[Revocation, bool]], int]:
-        """See RevocationStore.changes: one script, so the sequence number and the items agree."""
-        keys = [f"{P}:rev:idx", f"{P}:rev:lifted", f"{P}:rev:seq"]
-        seq, records, lifted = _guard(self._changes, keys=keys, args=[after or 0, f"{P}:rev:rec:"])
-        items = [(e, False) for e in (_revocation_from(r) for r in records if r) if self._live(e)]
+        """See RevocationStore.changes: one script, so the sequence number and the items agree; entries of both
+        layouts in sequence order."""
+        keys = [f"{P}:rev:idx", f"{P}:rev:lifted", f"{P}:rev:seq", _JTI_STREAM]
+        since = after or 0
+        seq, records, lifted, jtis = _guard(self._changes, keys=keys, args=[since, f"{P}:rev:rec:", f"{since + 1}-0"])
+        made = [(int(score), _revocation_from(raw)) for raw, score in zip(records[::2], records[1::2], strict=True) if raw]
+        made += _stream_rows(jtis)
+        made.sort(key=lambda pair: pair[0])
+        items = [(e, False) for _, e in made if self._live(e)]
         if after is not None:
             items += [(e, True) for e in (_revocation_from(r) for r in lifted) if self._live(e)]
         return items, int(seq)
@@ -282,25 +526,33 @@ class RedisRevocationStore:
 
     def get(self, revocation_id: str) -> Revocation | None:
         """See RevocationStore.get."""
-        raw = _guard(self._r.get, f"{P}:rev:rec:{revocation_id}")
-        entry = None if raw is None else _revocation_from(raw)
-        return entry if entry is not None and self._live(entry) else None
+        found = self._found(revocation_id)
+        return None if found is None else found[0]
 
     def page(self, cursor: str | None, limit: int) -> tuple[list[Revocation], str | None]:
-        """See RevocationStore.page."""
+        """See RevocationStore.page: the general index and the jti stream merged by sequence number."""
         after = decode_cursor(cursor)
         items: list[Revocation] = []
         scanned = after
         while True:
-            rows = _ids_after(self._r, f"{P}:rev:idx", scanned, limit + 1)
+            pipe = self._r.pipeline(transaction=False)
+            pipe.zrangebyscore(f"{P}:rev:idx", f"({scanned}", "+inf", start=0, num=limit + 1, withscores=True)
+            pipe.xrange(_JTI_STREAM, min=f"{scanned + 1}-0", max="+", count=limit + 1)
+            ranked, streamed = _guard(pipe.execute)
+            indexed = [(rid.decode() if isinstance(rid, bytes) else str(rid), int(score)) for rid, score in ranked]
+            records = _guard(self._r.mget, [f"{P}:rev:rec:{rid}" for rid, _ in indexed]) if indexed else []
+            rows: list[tuple[int, str, Revocation | None]] = [
+                (seq, rid, None if raw is None else _revocation_from(raw)) for (rid, seq), raw in zip(indexed, records, strict=True)]
+            rows += [(seq, "", e) for seq, e in _stream_rows(streamed)]
+            rows.sort(key=lambda row: row[0])
+            rows = rows[:limit + 1]  # the first limit + 1 of either source are the first limit + 1 of both
             if not rows:
                 return items, None
-            records = _guard(self._r.mget, [f"{P}:rev:rec:{rid}" for rid, _ in rows])
             gone = []
-            for (rid, seq), raw in zip(rows, records, strict=True):
-                entry = None if raw is None else _revocation_from(raw)
+            for seq, rid, entry in rows:
                 if entry is None or not self._live(entry):  # expired since it was indexed: forget it lazily
-                    gone.append(rid)
+                    if rid:
+                        gone.append(rid)
                 elif len(items) == limit:
                     return items, encode_cursor(scanned)
                 else:
@@ -310,16 +562,29 @@ class RedisRevocationStore:
                 _guard(self._r.zrem, f"{P}:rev:idx", *gone)
 
     def lookup(self, targets: Sequence[Target]) -> list[Marker | None]:
-        """See RevocationStore.lookup: one MGET."""
-        raw = _guard(self._r.mget, [_marker_key(t) for t in targets])
-        result: list[Marker | None] = []
-        for value in raw:
-            if value is None:
-                result.append(None)
-            else:
-                at, rid = value.decode().split(" ", 1)
-                result.append(Marker(revocation_id=rid, revoked_at=int(at)))
+        """See RevocationStore.lookup: one MGET, or with jti targets one script (MGET + HGET of their buckets;
+        the MGET still reads a jti's marker key of the general layout: entries written before the buckets)."""
+        markers = [_marker_key(t) for t in targets]
+        places = [(i, place_of(value)) for i, (kind, value) in enumerate(targets) if kind == "jti"]
+        if not places:
+            return [_marker_of(value) for value in _guard(self._r.mget, markers)]
+        keys = markers + [bucket for _, (bucket, _) in places]
+        raw = _guard(self._lookup, keys=keys, args=[len(markers), *[digest for _, (_, digest) in places]])
+        result = [_marker_of(value) for value in raw[:len(markers)]]
+        now = self._clock()
+        for (i, (_, digest)), value in zip(places, raw[len(markers):], strict=True):
+            found = marker_in(value, digest, now)
+            current = result[i]
+            if found is not None and (current is None or found.revoked_at > current.revoked_at):
+                result[i] = found
         return result
+
+
+def _marker_of(value: bytes | None) -> Marker | None:
+    if value is None:
+        return None
+    at, rid = value.decode().split(" ", 1)
+    return Marker(revocation_id=rid, revoked_at=int(at))
 
 
 _LIST_FIELDS = ("personas", "scopes", "origins", "permissions")
@@ -526,12 +791,174 @@ class RedisRateLimitStore:
         return int(count) <= limit, max(1, math.ceil(left))
 
 
+# The audit log (RedisAuditStore): stream ``P:audit`` (fields ``r``: the record's canonical body, ``h``: its
+# hash), ``P:audit:head`` and ``P:audit:anchor`` (``"<seq> <hash> <id>"`` of the newest and of the last
+# trimmed record). Stream ids are ``<ms>-<n>`` on the injected clock (never going back), so that ``since``
+# and the retention cutoff are ranges of ids.
+_AUDIT_APPEND = """
+local head = redis.call('GET', KEYS[2]) or ''
+if head ~= ARGV[1] then return {0, head} end
+-- the id: this millisecond, or (a clock behind the newest record's) the newest's millisecond and next number;
+-- made here rather than with XADD's '<ms>-*', which needs Redis 7
+local ms, n = tonumber(ARGV[5]), 0
+if head ~= '' then
+  local last_ms, last_n = string.match(head, ' (%d+)%-(%d+)$')
+  if last_ms and tonumber(last_ms) >= ms then ms, n = tonumber(last_ms), tonumber(last_n) + 1 end
+end
+local id = redis.call('XADD', KEYS[1], string.format('%d-%d', ms, n), 'r', ARGV[2], 'h', ARGV[3])
+redis.call('SET', KEYS[2], ARGV[4] .. ' ' .. ARGV[3] .. ' ' .. id)
+local function key(rid)
+  local a, b = string.match(rid, '^(%d+)%-(%d+)$')
+  return tonumber(a), tonumber(b)
+end
+-- trimming: through the newest record older than the cutoff, or through the oldest beyond the maximum count
+local through = nil
+local old = redis.call('XREVRANGE', KEYS[1], '(' .. ARGV[6] .. '-0', '-', 'COUNT', 1)
+if #old > 0 then through = old[1] end
+local excess = math.min(redis.call('XLEN', KEYS[1]) - tonumber(ARGV[7]), 10000)
+if excess > 0 then
+  local first = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', excess)
+  local candidate = first[#first]
+  if through == nil then
+    through = candidate
+  else
+    local cm, cn = key(candidate[1])
+    local tm, tn = key(through[1])
+    if cm > tm or (cm == tm and cn > tn) then through = candidate end
+  end
+end
+if through then
+  local body, hash = '', ''
+  for i = 1, #through[2], 2 do
+    if through[2][i] == 'r' then body = through[2][i + 1] elseif through[2][i] == 'h' then hash = through[2][i + 1] end
+  end
+  local ok, decoded = pcall(cjson.decode, body)
+  local seq = '?'
+  if ok and type(decoded) == 'table' and type(decoded.seq) == 'number' then seq = string.format('%d', decoded.seq) end
+  redis.call('SET', KEYS[3], seq .. ' ' .. hash .. ' ' .. through[1])
+  local after = redis.call('XRANGE', KEYS[1], '(' .. through[1], '+', 'COUNT', 1)
+  redis.call('XTRIM', KEYS[1], 'MINID', after[1][1])
+end
+return {1, id}
+"""
+
+_AUDIT_CHAIN = """
+return {redis.call('GET', KEYS[3]) or '', redis.call('GET', KEYS[2]) or '',
+        redis.call('XRANGE', KEYS[1], ARGV[1], '+', 'COUNT', ARGV[2])}
+"""
+
+AUDIT_APPEND_ATTEMPTS = 50
+"""Appends retried after another instance moved the head first, before giving up (StoreUnavailable)."""
+AUDIT_SCAN = 1000
+"""Records a filtered page reads at most before it answers (fewer items and a cursor to go on)."""
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _link_or_break(raw: bytes | str, what: str) -> Link | Break | None:
+    text = _text(raw)
+    if not text:
+        return None
+    try:
+        return Link.parse(text)
+    except ValueError:
+        return Break(None, "unreadable", f"the chain's {what} cannot be read")
+
+
+def _audit_record(rid: str, fields: dict[str, str]) -> AuditRecord | Break:
+    try:
+        return record_from(rid, fields["r"], fields["h"])
+    except (KeyError, ValueError, TypeError):
+        return Break(rid, "unreadable", f"record {rid} cannot be read")
+
+
+class RedisAuditStore:
+    """AuditStore on a Redis stream, trimmed by the append script (MINID) to the retention period and the
+    maximum count; see the comment above ``_AUDIT_APPEND`` for the layout.
+
+    The hash (SHA-256) is computed here, the link checked there: the script appends only when the head is the
+    one the record was chained to (compare-and-set), else answers the current head and the append is chained
+    again. So two instances never fork the chain, and one round trip suffices while this process wrote the last
+    record."""
+
+    def __init__(self, client: Any, clock: Clock, retention: int = AUDIT_RETENTION, max_records: int = AUDIT_MAX_RECORDS):
+        self._r: Any = client
+        self._clock = clock
+        self._retention_ms = retention * 1000
+        self._max = max_records
+        self._append = client.register_script(_AUDIT_APPEND)
+        self._chain = client.register_script(_AUDIT_CHAIN)
+        self._keys = [f"{P}:audit", f"{P}:audit:head", f"{P}:audit:anchor"]
+        self._head = ""  # the head as this process last saw it: the first guess of the next append
+
+    def append(self, event: AuditEvent) -> AuditRecord:
+        """See AuditStore.append."""
+        expected = self._head
+        for _ in range(AUDIT_APPEND_ATTEMPTS):
+            try:
+                head = Link.parse(expected) if expected else None
+            except ValueError:
+                raise StoreUnavailable("audit: the chain's head cannot be read") from None
+            record = chained(event, head.seq + 1 if head else 1, head.hash if head else GENESIS)
+            now_ms = int(self._clock() * 1000)
+            args = [expected, canonical(record.body()), record.hash, record.seq, now_ms, now_ms - self._retention_ms, self._max]
+            done, value = _guard(self._append, keys=self._keys, args=args)
+            if int(done):
+                rid = _text(value)
+                self._head = f"{record.seq} {record.hash} {rid}"
+                return replace(record, id=rid)
+            expected = _text(value)
+        raise StoreUnavailable("audit: the chain's head kept moving (too many concurrent appends)")
+
+    def page(self, since: int | None, action: str | None, cursor: str | None, limit: int) -> tuple[list[AuditRecord], str | None]:
+        """See AuditStore.page."""
+        after = decode_id_cursor(cursor)
+        start = f"({after}" if after is not None else (f"{since * 1000}-0" if since is not None else "-")
+        items: list[AuditRecord] = []
+        scanned = 0
+        last: str | None = None
+        while True:
+            rows = _guard(self._r.xrange, f"{P}:audit", start, "+", count=limit + 1 if action is None else 200)
+            if not rows:
+                return items, None
+            for raw_id, raw_fields in rows:
+                rid = _text(raw_id)
+                record = _audit_record(rid, {_text(k): _text(v) for k, v in raw_fields.items()})
+                if isinstance(record, AuditRecord) and record.matches(since, action):
+                    if len(items) == limit:
+                        return items, encode_id_cursor(items[-1].id)
+                    items.append(record)
+                last, scanned = rid, scanned + 1
+                if scanned >= AUDIT_SCAN and len(items) < limit:
+                    return items, encode_id_cursor(last)
+            start = f"({last}"
+
+    def chain(self, after: str | None, count: int) -> tuple[Link | None, Link | None, list[AuditRecord | Break]]:
+        """See AuditStore.chain: one script, so the ends and the records agree."""
+        anchor_raw, head_raw, rows = _guard(self._chain, keys=self._keys, args=["-" if after is None else f"({after}", count])
+        records: list[AuditRecord | Break] = []
+        ends: list[Link | None] = []
+        for raw, what in ((anchor_raw, "trimming anchor"), (head_raw, "head")):
+            link = _link_or_break(raw, what)
+            if isinstance(link, Break):
+                records.append(link)
+                link = None
+            ends.append(link)
+        for raw_id, flat in rows:
+            fields = {_text(flat[i]): _text(flat[i + 1]) for i in range(0, len(flat) - 1, 2)}
+            records.append(_audit_record(_text(raw_id), fields))
+        return ends[0], ends[1], records
+
+
 class RedisStores:
     """The shared stores of a deployment, on one Redis client (one pool per process)."""
 
     shared = True
 
-    def __init__(self, client: Any, clock: Clock, durable: DurableWrites | None = None):
+    def __init__(self, client: Any, clock: Clock, durable: DurableWrites | None = None, audit_retention: int = AUDIT_RETENTION,
+                 audit_max_records: int = AUDIT_MAX_RECORDS):
         self.client: Any = client
         self.durable = durable or DurableWrites(client)
         self.revocations: RevocationStore = RedisRevocationStore(client, clock, self.durable)
@@ -539,6 +966,7 @@ class RedisStores:
         self.replays: ReplayCache = RedisReplayCache(client)
         self.rate_limits: RateLimitStore = RedisRateLimitStore(client, clock)
         self.signing_keys: SigningKeyStore = RedisSigningKeyStore(client, self.durable)
+        self.audit: AuditStore = RedisAuditStore(client, clock, audit_retention, audit_max_records)
 
     def ping(self) -> None:
         """See Stores.ping."""

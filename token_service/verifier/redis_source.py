@@ -2,13 +2,19 @@
 through pub/sub.
 
 The service's ``_ADD`` and ``_LIFT`` scripts publish, on ``{ts}:rev:events``, the marker key
-(``{ts}:rev:on:<type>:<value>``) they have just written, inside the same atomic script. This source:
+(``{ts}:rev:on:<type>:<value>``) they have just written, inside the same atomic script; for a jti, whose
+entry is a field of a hash bucket (``token_service.jti_buckets``), ``_ADD_JTI`` and ``_LIFT_JTI`` publish
+``{ts}:rev:j:<shard>:<hex digest>`` (``jti_buckets.event_key``), the name this source caches that field
+under. This source:
 
 - subscribes in a background thread; once Redis confirms the subscription it drops the whole cache
   (messages may have been missed before) and marks the copy *current*;
-- answers a token's five markers from the cache when all are cached and the copy is current; otherwise
-  reads them with one MGET (as ``RevocationStore.lookup`` does) and caches the answer, unless an
-  invalidation or a reconnect happened while the MGET was in flight (an epoch counter decides);
+- answers a token's markers from the cache when all are cached and the copy is current; otherwise reads
+  them in one round trip, as ``RevocationStore.lookup`` does (one script: MGET of the marker keys, the
+  jti's general-layout one included for entries written before the buckets, and HGET of the jti's bucket
+  field), and caches the answer, unless an invalidation or a reconnect happened while the read was in
+  flight (an epoch counter decides); a jti entry counts while ``revoked_at + life`` is ahead of this
+  host's clock;
 - drops the cached value of a marker key named by a message (the next token reads it afresh);
 - while the subscription is down or not yet confirmed, is not current: every token is checked against
   Redis directly (one MGET); when Redis cannot be reached, raises RevocationUnavailable (fail closed);
@@ -30,6 +36,7 @@ from typing import Any
 import redis
 from redis.exceptions import RedisError
 
+from token_service.jti_buckets import LOOKUP, event_key, marker_in, place_of
 from token_service.revocation import Marker, Target
 from token_service.verifier.errors import RevocationUnavailable
 
@@ -65,12 +72,14 @@ class RedisRevocations:
             redis_url, socket_connect_timeout=connect_timeout, socket_timeout=socket_timeout,
             health_check_interval=health_check_interval,
         )
+        self._lookup = self._client.register_script(LOOKUP)
         self._reconnect_delay = reconnect_delay
         self._ping_interval = health_check_interval  # a PING after this long without hearing anything
         self._answer_timeout = socket_timeout  # and the link is dead when nothing answers it for this long
         self._max_cached = max_cached
         self._lock = threading.Lock()
         self._cache: dict[str, bytes | None] = {}
+        self._places: dict[str, tuple[str, bytes, str]] = {}
         self._epoch = 0  # bumped by every invalidation and every change of currency
         self._current = False
         self._confirmed = threading.Event()
@@ -95,29 +104,58 @@ class RedisRevocations:
     def markers(self, targets: Sequence[Target]) -> list[Marker | None]:
         """See RevocationSource.markers."""
         keys = [f"{PREFIX}{kind}:{value}" for kind, value in targets]  # marker_key, inlined: the hot path
+        places = [(i, self._place(value)) for i, (kind, value) in enumerate(targets) if kind == "jti"]
+        names = keys + [place[2] for _, place in places] if places else keys
         with self._lock:
             current, epoch = self._current, self._epoch
             if current:
                 cache = self._cache
                 try:
-                    cached = [cache[k] for k in keys]
+                    cached = [cache[k] for k in names]
                 except KeyError:
                     pass
                 else:
-                    return [None if value is None else _marker(value) for value in cached]
+                    return self._answer(cached, len(keys), places)
         try:
-            raw: list[bytes | None] = self._client.mget(keys)
+            raw: list[bytes | None]
+            if places:
+                raw = self._lookup(keys=keys + [place[0] for _, place in places],
+                                   args=[len(keys), *[place[1] for _, place in places]])
+            else:
+                raw = self._client.mget(keys)
         except RedisError as exc:
             raise RevocationUnavailable(f"Revocations cannot be checked: redis {type(exc).__name__}.") from None
         with self._lock:
             if current:
                 if self._epoch == epoch:  # no message and no reconnect since the read began: the values are current
-                    if len(self._cache) + len(keys) > self._max_cached:
+                    if len(self._cache) + len(names) > self._max_cached:
                         self._cache.clear()
-                    self._cache.update(zip(keys, raw, strict=True))
+                    self._cache.update(zip(names, raw, strict=True))
             else:
                 self.direct_reads += 1
-        return [_marker(value) for value in raw]
+        return self._answer(raw, len(keys), places)
+
+    def _place(self, jti: str) -> tuple[str, bytes, str]:
+        """A jti's bucket, field and cache name (the digest costs a few µs: remembered, bounded like the cache)."""
+        place = self._places.get(jti)
+        if place is None:
+            bucket, digest = place_of(jti)
+            place = (bucket, digest, event_key(bucket, digest))
+            if len(self._places) >= self._max_cached:
+                self._places.clear()
+            self._places[jti] = place
+        return place
+
+    @staticmethod
+    def _answer(raw: Sequence[bytes | None], count: int, places: list[tuple[int, tuple[str, bytes, str]]]) -> list[Marker | None]:
+        result = [None if value is None else _marker(value) for value in raw[:count]]
+        for (i, (_, digest, _)), value in zip(places, raw[count:], strict=True):
+            if value is not None:
+                found = marker_in(value, digest, time.time())
+                held = result[i]
+                if found is not None and (held is None or found.revoked_at > held.revoked_at):
+                    result[i] = found
+        return result
 
     # -- the subscription -------------------------------------------------------------------------
 

@@ -1,5 +1,6 @@
-"""Admin routes under /v1/admin: revocations, API keys, token status. Admin key required; every call
-is written to the audit log (``token_service.audit``)."""
+"""Admin routes under /v1/admin: revocations, API keys, token status, the audit log. Admin key required;
+every call is written to the audit log (``token_service.audit``): a log line per call, and a stored
+record per change (and per refused call, ``auth.refused``)."""
 
 from __future__ import annotations
 
@@ -28,7 +29,8 @@ _ROTATE_FIELDS = {"grace_seconds": False}
 @bp.before_request
 def require_admin() -> None:
     """Every admin route: an admin key, or 401/403."""
-    g.principal = service().require_admin(auth_request())
+    route = f"{request.method} {request.url_rule.rule if request.url_rule is not None else loggable(request.path)}"
+    g.principal = service().require_admin(auth_request(), route)
 
 
 @bp.after_request
@@ -114,6 +116,14 @@ def delete_api_key(key_id: str) -> Response:
         raise InvalidRequest("revoke_tokens must be true or false.")
     service().delete_api_key(key_id, raw in ("true", "1"), actor())
     return _empty()
+
+
+@bp.get("/audit")
+def list_audit() -> Response:
+    """A page of the audit log, oldest first, filtered by ``since`` (a time) and ``action`` (an exact dotted name)."""
+    cursor, limit = page_params()
+    items, next_cursor = service().list_audit(request.args.get("since"), request.args.get("action"), cursor, limit)
+    return _json({"items": [record.item() for record in items], "next_cursor": next_cursor})
 
 
 @bp.post("/token-status")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import traceback
 
-from flask import Flask, Response, jsonify, request
+from flask import Flask, Response, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from token_service.errors import (
@@ -40,6 +40,7 @@ _BY_STATUS: dict[int, type[ServiceError]] = {
 def render(error: ServiceError) -> Response:
     """The JSON response for ``error``, with its headers; verify answers add ``"active": false``."""
     body = error.body()
+    g.error_code = error.error  # the request log's outcome (refused:<code>) and the metrics
     if request.endpoint in VERIFY_ENDPOINTS:
         body = {"active": False, **body}
     response = jsonify(body)

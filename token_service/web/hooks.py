@@ -1,4 +1,5 @@
-"""Request hooks: the request id, the 16 KiB limit checked first, security headers, CORS, access log."""
+"""Request hooks: the request id, the 16 KiB limit checked first, security headers, CORS, and the request's
+log line and metrics (one record per request, built once; docs/operations/observability.md)."""
 
 from __future__ import annotations
 
@@ -10,11 +11,16 @@ import uuid
 from flask import Flask, Response, current_app, g, request
 
 from token_service.errors import PayloadTooLarge
+from token_service.logs import client_address
+from token_service.web.metrics import METHODS, UNMATCHED
 
 MAX_BODY = 16 * 1024
 REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}\Z")
 CORS_PATHS = frozenset({"/v1/tokens", "/v1/revoke"})
 access_log = logging.getLogger("token_service.access")
+# What a successful answer did, for the log's outcome (other endpoints: ok).
+DONE = {"public.mint": "minted", "public.verify": "verified", "public.introspect": "introspected", "public.revoke": "revoked",
+        "admin.create_revocation": "revoked"}
 
 
 def _begin() -> None:
@@ -62,13 +68,40 @@ def _finish(response: Response) -> Response:
     if "referrer-policy" not in present:
         response.headers.add("Referrer-Policy", "no-referrer")
     _cors(response)
-    started = getattr(g, "started", None)
-    access_log.info(
-        "%s %s %d %.1fms id=%s addr=%s",
-        loggable(request.method), loggable(request.path), response.status_code,
-        (time.perf_counter() - started) * 1000 if started else 0.0, request_id, request.remote_addr,
-    )
+    _record(response.status_code, request_id)
     return response
+
+
+def _record(status: int, request_id: str) -> None:
+    """The request's log line and metrics. The route is the URL rule's template: a raw path is never kept."""
+    # The context-local proxies resolved once (each attribute through a proxy costs a lookup).
+    facts = g._get_current_object().__dict__  # noqa: SLF001
+    req = request._get_current_object()  # type: ignore[attr-defined]  # noqa: SLF001
+    app = current_app._get_current_object()  # type: ignore[attr-defined]  # noqa: SLF001
+    started = facts.get("started")
+    seconds = time.perf_counter() - started if started else 0.0
+    rule = req.url_rule
+    route = rule.rule if rule is not None else UNMATCHED
+    endpoint = rule.endpoint if rule is not None else None
+    method = req.method if req.method in METHODS else "other"
+    error = facts.get("error_code")
+    outcome = f"refused:{error or status}" if status >= 400 else DONE.get(endpoint or "", "ok")
+    extensions = app.extensions
+    metrics = extensions.get("token_service.metrics")
+    if metrics is not None:
+        metrics.observe(endpoint, route, method, status, seconds, outcome, facts)
+    if not access_log.isEnabledFor(logging.INFO):
+        return
+    fields = {"request_id": request_id, "method": method, "route": route, "status": status, "latency_ms": round(seconds * 1000, 2),
+              "client": client_address(req.remote_addr, extensions["token_service"].settings.log_client_address),
+              "outcome": outcome}
+    for name in ("client_id", "verdict", "auth_failure", "rate_limit"):
+        value = facts.get(name)
+        if value is not None:
+            fields[name] = value
+    # makeRecord + handle: what Logger.info does, without looking up the caller's frame (no format uses it).
+    access_log.handle(access_log.makeRecord(access_log.name, logging.INFO, __file__, 0, "%s %s %d %.1fms",
+                                            (method, route, status, seconds * 1000), None, extra=fields))
 
 
 def loggable(text: str, limit: int = 256) -> str:

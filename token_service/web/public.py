@@ -12,7 +12,8 @@ from flask import Blueprint, Response, current_app, jsonify, request
 from token_service.auth.base import bearer_credentials
 from token_service.claims import valid_persona_id, valid_sub
 from token_service.config import SCOPE_RE
-from token_service.errors import InvalidRequest, TemporarilyUnavailable, Unauthorized
+from token_service.errors import InvalidRequest, Unauthorized
+from token_service.health import NotReady
 from token_service.service import TokenService
 from token_service.web.parsing import auth_request, form_or_json_body, json_body
 
@@ -195,8 +196,9 @@ def healthz() -> Response:
 
 @bp.get("/readyz")
 def readyz() -> Response:
-    """200 when the signing key is loaded and the stores answer; 503 with the reason otherwise."""
-    reason = service().readiness()
-    if reason is not None:
-        raise TemporarilyUnavailable(f"Not ready: {reason}.")
-    return _json({"status": "ready"})
+    """200 when the signing key is loaded and the stores answer; 503 with the reason otherwise. Both carry
+    ``status`` and every check (token_service.health)."""
+    readiness = service().readiness()
+    if not readiness.ready:
+        raise NotReady(readiness)
+    return _json(readiness.body())

@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from flask import Flask, Response, request
+from flask import Flask, Response, g, request
 from flask_limiter import Limiter, RateLimitExceeded
 from flask_limiter.util import get_qualified_name
 
@@ -41,7 +41,7 @@ AUTHENTICATING = ("public.mint", "public.introspect", "public.revocation_feed")
 # skipped for them, which costs about a sixth of a /v1/verify otherwise. That skip would also skip a limit
 # put on one of them, so install_rate_limits refuses to start when one of them has a limit (remove it from
 # here first).
-UNLIMITED = frozenset({"public.verify", "public.jwks", "public.metadata", "public.openapi", "public.healthz", "public.readyz"})
+UNLIMITED = frozenset({"public.verify", "public.jwks", "public.metadata", "public.openapi", "public.healthz", "public.readyz", "metrics"})
 # Authenticating endpoints whose only limit is the failed-authentication lockout: no RateLimit-* headers.
 LOCKOUT_ONLY = frozenset({"public.introspect", "public.revocation_feed"})
 _SCHEMES = {"sentinel": "redis+sentinel", "cluster": "redis+cluster"}
@@ -162,6 +162,7 @@ def install_rate_limits(app: Flask, settings: Settings) -> Limiter:
         limiter.logger.addFilter(_NoTraceback())
 
     def handle_exceeded(exc: RateLimitExceeded) -> Response:
+        g.rate_limit = _limit_name(exc.limit.shared, exc.limit.scope, exc.limit.key_func)  # the metrics' and log's label
         error = RateLimited()
         current = limiter.current_limit
         retry_after = int(current.reset_at - time.time()) if current is not None else 1
@@ -190,6 +191,13 @@ def install_rate_limits(app: Flask, settings: Settings) -> Limiter:
             admin(blueprint)  # type: ignore[call-overload]
     _check_unlimited(app, limiter)
     return limiter
+
+
+def _limit_name(shared: bool, scope: object, key_func: object) -> str:
+    """The name of a limit, as the metrics and the request log call it: failed_auth, admin, public_mint, secret_mint."""
+    if shared:
+        return {FAILED_AUTH_SCOPE: "failed_auth", "admin": "admin"}.get(scope if isinstance(scope, str) else "", "other")
+    return "public_mint" if key_func is _public_key else "secret_mint" if key_func is _secret_key else "other"
 
 
 def _check_unlimited(app: Flask, limiter: Limiter) -> None:
