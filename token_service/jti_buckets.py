@@ -25,10 +25,15 @@ from token_service.revocation import Marker, jti_digest
 
 JTI_SHARDS = 16384  # at most 65,536: the shard is read back from the two bytes an id carries
 BUCKET_PREFIX = "{ts}:rev:j:"
-SWEEP_GRACE = 300
+SWEEP_EACH_ADD = 4
+"""Buckets each jti add sweeps besides its own, round-robin (a per-process cursor): with adds going on, every bucket
+is swept every JTI_SHARDS / SWEEP_EACH_ADD adds (4,096), so expired entries of buckets that no add reaches leave
+too, and the store shrinks back after a burst. Each add also trims up to 256 expired entries off the stream's head."""
+SWEEP_GRACE = 60
 """Seconds an expired jti entry is kept before an add sweeps it off its bucket or the stream: the sweep runs on the
 adding instance's clock, and an instance whose clock runs ahead (by less than this) must not remove the entries
-other instances still enforce. Redis's own TTL on the bucket and the stream (on its clock) is not affected."""
+other instances still enforce. Twice the default TOKEN_SERVICE_CLOCK_SKEW: instances whose clocks differ by more
+already disagree on tokens (docs/design.md). Redis's own TTL on the bucket and the stream (its clock) is unaffected."""
 _ID = re.compile(r"rev_[0-9a-f]{20}")
 
 # The check with jti targets, in one command (the cluster client refuses a pipeline of MGET and HGET): KEYS

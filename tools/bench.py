@@ -388,15 +388,15 @@ def used_memory(client: Any) -> int:
 
 
 def load_revocations(client: Any, count: int, expires_at: Callable[[float], int], batch: int = 2000,
-                     reason: str | None = "revoked by its holder") -> dict[str, Any]:
+                     reason: str | None = "revoked by its holder", ahead: float = 0.0) -> dict[str, Any]:
     """``count`` jti revocations written by the service's own RevocationStore.add (its Lua script), queued on a
     pipeline ``batch`` at a time, as logouts make them (POST /v1/revoke: uuid4 jti, the holder's reason).
-    ``expires_at(now)``: when the entries may be forgotten."""
+    ``expires_at(now)``: when the entries may be forgotten; ``ahead``: seconds the store's clock runs ahead."""
     from token_service.revocation import Revocation, new_revocation_id
     from token_service.stores.redis import RedisRevocationStore
 
     pipe = client.pipeline(transaction=False)
-    store = RedisRevocationStore(pipe, time.time)
+    store = RedisRevocationStore(pipe, (lambda: time.time() + ahead) if ahead else time.time)
     start, done = time.perf_counter(), 0
     while done < count:
         n = min(batch, count - done)
@@ -628,19 +628,39 @@ def expiry_part(run: Run, store: RedisProcess, revocations: dict[str, Any]) -> N
             samples.append(counts)
             # Redis's own count of expired keys (reading the keys would expire them lazily and hide the cycle)
             counts["expired_since_load"] = counts["expired_keys"] - revocations["after_load"]["expired_keys"]
-            settled = len(samples) > 1 and samples[-2]["dbsize"] == counts["dbsize"]
-            if (counts["expired_since_load"] >= 0.995 * loaded_keys and settled) or time.monotonic() > deadline:
+            # settled: Redis's expiry cycle is done (the buckets that later revocations landed in keep their TTL)
+            settled = len(samples) > 2 and samples[-3]["dbsize"] == samples[-2]["dbsize"] == counts["dbsize"]
+            if (counts["expired_since_load"] >= 0.995 * loaded_keys or settled) or time.monotonic() > deadline:
                 break
             time.sleep(2)
         expired = samples[-1]
-        # A jti bucket's and the stream's TTLs follow their latest entry (each add moves them), and each add sweeps
-        # its bucket's expired fields and the stream's expired head: with every loaded entry expiring at one
-        # moment, the buckets and the stream expire whole, with no traffic needed.
+        # A jti bucket's and the stream's TTLs follow their latest entry (each add moves them): the buckets that
+        # only loaded entries reached, and the stream if nothing came after them, expire whole with no traffic.
         revocations["expiry"] = {"samples": samples, "after_expiry": expired}
         mib = 1048576
         run.say(f"after expiry: used_memory {expired['used_memory'] / mib:.1f} MiB "
                 f"(before the load {revocations['before']['used_memory'] / mib:.1f}), dbsize {expired['dbsize']}, "
                 f"jti buckets {expired['jti_buckets']} ({expired['jti_fields']} fields), stream entries {expired['jti_stream']}")
+        # The rest (buckets that later revocations reached, the stream behind them) goes with traffic: each add
+        # sweeps its bucket and SWEEP_EACH_ADD more round-robin, and trims the stream's expired head, once an entry
+        # is SWEEP_GRACE past its expiry. JTI_SHARDS / SWEEP_EACH_ADD adds (+ a margin) reach every bucket.
+        from token_service.jti_buckets import JTI_SHARDS, SWEEP_EACH_ADD, SWEEP_GRACE
+
+        more = JTI_SHARDS // SWEEP_EACH_ADD + 100
+        if run.opts.short:
+            ahead = float(SWEEP_GRACE)  # the short mode does not wait: its adds' clock runs the grace ahead
+        else:
+            ahead = 0.0
+            wait = max(0.0, expires_at + SWEEP_GRACE + 1 - time.time())
+            run.say(f"waiting {wait:.0f} s for the sweep's grace ({SWEEP_GRACE} s past expiry)")
+            time.sleep(wait)
+        load = load_revocations(client, more, lambda now: int(now) + 600, ahead=ahead)
+        time.sleep(1)
+        swept = revocation_counts(client)
+        revocations["expiry"]["more"] = {"count": more, "load": load, "clock_ahead_s": ahead}
+        revocations["expiry"]["after_sweep"] = swept
+        run.say(f"after {more} more revocations: used_memory {swept['used_memory'] / mib:.1f} MiB, dbsize {swept['dbsize']}, "
+                f"jti buckets {swept['jti_buckets']} ({swept['jti_fields']} fields), stream entries {swept['jti_stream']}")
     finally:
         client.close()
 
@@ -744,6 +764,11 @@ def table(results: dict[str, Any]) -> str:
             left = exp["after_expiry"]
             out.append(f"  after expiry (TTL): {left['used_memory'] / mib:.1f} MiB, dbsize {left['dbsize']}, jti buckets "
                        f"{left['jti_buckets']} ({left['jti_fields']} fields), stream entries {left['jti_stream']}")
+            swept = exp.get("after_sweep")
+            if swept:
+                out.append(f"  after {exp['more']['count']:,} more revocations (sweeps): {swept['used_memory'] / mib:.1f} MiB, dbsize "
+                           f"{swept['dbsize']}, jti buckets {swept['jti_buckets']} ({swept['jti_fields']} fields), "
+                           f"stream entries {swept['jti_stream']}")
     out.append("")
     out.append(f"{'target (issue 7)':<56} {'value':>9} {'target':>11}  result")
     for r in results["ratios"]:

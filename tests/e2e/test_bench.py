@@ -52,6 +52,7 @@ def test_the_short_benchmark_prints_every_scenario_with_numbers(wrk: str, tmp_pa
         assert re.search(rf"^{re.escape(label)}.*\s{NUMBER}$", out, re.M), f"{label} missing:\n{out}"
     assert re.search(rf"^revocations: 2,000 jti loaded .* = {NUMBER} bytes per jti", out, re.M), out
     assert re.search(r"^  after expiry \(TTL\): .* jti buckets \d+ \(\d+ fields\), stream entries \d+$", out, re.M), out
+    assert re.search(r"^  after [\d,]+ more revocations \(sweeps\): .* stream entries \d+$", out, re.M), out
     # every target of issue 7 has a value from this run and a verdict
     targets = re.findall(r"^(.*?)\s+(\S+)(?: \S+)?\s+(>=|<=) .*  (met|NOT MET|-)$", out, re.M)
     assert len(targets) >= 17 and all(value != "-" and verdict != "-" for _, value, _, verdict in targets), targets
@@ -69,6 +70,11 @@ def test_the_short_benchmark_prints_every_scenario_with_numbers(wrk: str, tmp_pa
     # the buckets that held only loaded entries expired whole (those left hold the other scenarios' revocations, swept
     # of the loaded entries by their next add, or expired whole one horizon after their last)
     assert expiry["after_expiry"]["jti_buckets"] < results["revocations"]["after_load"]["jti_buckets"]
+    # and the adds after it swept the rest: only their own entries and the admin scenario's (unexpired) are left
+    more, swept = expiry["more"]["count"], expiry["after_sweep"]
+    admin = results["scenarios"]["revoke"]["requests"] + 64  # + the requests in flight when wrk stopped counting
+    assert swept["jti_fields"] <= more + admin and swept["jti_stream"] <= more + admin
+    assert swept["jti_stream"] < expiry["after_expiry"]["jti_stream"] or expiry["after_expiry"]["jti_stream"] <= more + admin
     assert results["settings"]["workers"] == 2 and results["problems"] == []
 
     # no token, key or signing key in what it printed or left: the private directory is gone, Redis's data too

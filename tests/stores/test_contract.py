@@ -519,12 +519,13 @@ def test_redis_jti_buckets_and_stream_shrink_back(redis_url: str, clock: FakeClo
 
 
 def test_an_instance_whose_clock_runs_ahead_sweeps_no_entry_another_still_enforces(redis_url: str, clock: FakeClock) -> None:
-    """The sweep runs on the adding instance's clock: one 200 s ahead must not drop a live entry of its bucket."""
+    """The sweep runs on the adding instance's clock: one running ahead (by less than SWEEP_GRACE) must not drop an
+    entry that is live on the others' clocks, though it has expired on its own."""
     from token_service.jti_buckets import place_of
 
-    ahead = FakeClock(clock() + 200)
+    ahead = FakeClock(clock() + SWEEP_GRACE - 1)
     stores, fast = stores_from_url(redis_url, clock), stores_from_url(redis_url, ahead)
-    live = entry(clock, "jti", "live-one", ttl=100)
+    live = entry(clock, "jti", "live-one", ttl=30)  # expired 29 s ago on the fast clock
     stores.revocations.add(live)
     other = same_bucket_jti("live-one", {"live-one"})
     fast.revocations.add(entry(ahead, "jti", other, ttl=100))
@@ -581,4 +582,29 @@ def test_redis_jti_entries_of_the_old_layout_are_honoured(redis_url: str, clock:
     assert stores.revocations.lift(old.id) == old
     assert stores.revocations.lookup([("jti", "legacy")]) == [None]
     assert client.exists("{ts}:rev:on:jti:legacy", f"{{ts}}:rev:rec:{old.id}") == 0
+    client.close()
+
+
+def test_redis_adds_sweep_every_bucket_round_robin_and_trim_a_burst_off_the_stream(redis_url: str, clock: FakeClock) -> None:
+    """After a burst, expired entries leave buckets no later add lands in: each add also sweeps SWEEP_EACH_ADD
+    buckets round-robin, so JTI_SHARDS / SWEEP_EACH_ADD adds sweep them all; and the stream's head is trimmed by
+    up to 256 expired entries an add."""
+    from token_service.jti_buckets import JTI_SHARDS, SWEEP_EACH_ADD, place_of
+
+    stores = stores_from_url(redis_url, clock)
+    client = redis.Redis.from_url(redis_url)
+    burst = [f"burst-{i}" for i in range(600)]
+    for value in burst:
+        stores.revocations.add(entry(clock, "jti", value, ttl=30))
+    clock.advance(31 + SWEEP_GRACE)
+    later = JTI_SHARDS // SWEEP_EACH_ADD
+    for i in range(later):
+        stores.revocations.add(entry(clock, "jti", f"later-{i}", ttl=600))
+    pipe = client.pipeline(transaction=False)
+    for value in burst:
+        bucket, field = place_of(value)
+        pipe.hexists(bucket, field)
+    assert sum(pipe.execute()) == 0  # every burst entry swept, whichever bucket it was in
+    assert client.xlen("{ts}:rev:jlog") == later  # the burst trimmed off the stream's head
+    assert sum(client.hlen(k) for k in client.scan_iter("{ts}:rev:j:*", count=1000)) == later
     client.close()

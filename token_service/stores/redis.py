@@ -60,7 +60,17 @@ from redis.retry import Retry
 from token_service.apikeys import ApiKey
 from token_service.audit_chain import GENESIS, AuditEvent, AuditRecord, Break, Link, canonical, chained, record_from
 from token_service.clock import Clock
-from token_service.jti_buckets import LOOKUP, SWEEP_GRACE, bucket_of_id, event_key, marker_in, place_of
+from token_service.jti_buckets import (
+    BUCKET_PREFIX,
+    JTI_SHARDS,
+    LOOKUP,
+    SWEEP_EACH_ADD,
+    SWEEP_GRACE,
+    bucket_of_id,
+    event_key,
+    marker_in,
+    place_of,
+)
 from token_service.revocation import Marker, Revocation, Target, jti_digest
 from token_service.ring import KeyTimes
 from token_service.stores.base import (
@@ -170,34 +180,41 @@ local lifted = redis.call('ZRANGEBYSCORE', KEYS[2], '(' .. ARGV[1], seq)
 return {seq, records, lifted, jtis}
 """
 
-# jti entries (see jti_buckets): KEYS bucket, stream, seq; ARGV field, revoked_at, life, id16, now, ttl_ms,
-# jti, reason code, id16 as a signed decimal, event key
+# jti entries (see jti_buckets): KEYS bucket, stream, seq, then the buckets swept round-robin; ARGV field,
+# revoked_at, life, id16, now (the sweep's), ttl_ms, jti, reason code, id16 as a signed decimal, event key
 _ADD_JTI = """
 local now = tonumber(ARGV[5])
 local function live(part)
   local at, life = string.match(part, '^(%d+) (%d+) ')
   return at ~= nil and tonumber(at) + tonumber(life) > now
 end
--- sweep this bucket's expired entries
-local all = redis.call('HGETALL', KEYS[1])
-for n = 1, #all, 2 do
-  local kept, dropped = {}, false
-  for part in string.gmatch(all[n + 1], '[^;]+') do
-    if live(part) then kept[#kept + 1] = part else dropped = true end
-  end
-  if dropped then
-    if #kept == 0 then redis.call('HDEL', KEYS[1], all[n]) else redis.call('HSET', KEYS[1], all[n], table.concat(kept, ';')) end
+-- sweep the expired entries of this bucket and of the round-robin ones (KEYS[4..])
+local function sweep(bucket)
+  local all = redis.call('HGETALL', bucket)
+  for n = 1, #all, 2 do
+    local kept, dropped = {}, false
+    for part in string.gmatch(all[n + 1], '[^;]+') do
+      if live(part) then kept[#kept + 1] = part else dropped = true end
+    end
+    if dropped then
+      if #kept == 0 then redis.call('HDEL', bucket, all[n]) else redis.call('HSET', bucket, all[n], table.concat(kept, ';')) end
+    end
   end
 end
--- trim the expired entries at the stream's head (ids <seq>-<revoked_at>, field 'd' the life)
-local head = redis.call('XRANGE', KEYS[2], '-', '+', 'COUNT', 16)
-local minid = nil
-for _, item in ipairs(head) do
-  local s, at = string.match(item[1], '^(%d+)%-(%d+)$')
-  local fields, life = item[2], nil
-  for f = 1, #fields, 2 do if fields[f] == 'd' then life = tonumber(fields[f + 1]) end end
-  if life ~= nil and tonumber(at) + life > now then minid = item[1] break end
-  minid = s .. '-' .. string.format('%d', tonumber(at) + 1)
+sweep(KEYS[1])
+for k = 4, #KEYS do sweep(KEYS[k]) end
+-- trim the expired entries at the stream's head (ids <seq>-<revoked_at>, field 'd' the life), up to 256 an add
+local minid, done = nil, false
+for batch = 1, 4 do
+  local head = redis.call('XRANGE', KEYS[2], minid or '-', '+', 'COUNT', 64)
+  for _, item in ipairs(head) do
+    local s, at = string.match(item[1], '^(%d+)%-(%d+)$')
+    local fields, life = item[2], nil
+    for f = 1, #fields, 2 do if fields[f] == 'd' then life = tonumber(fields[f + 1]) end end
+    if life ~= nil and tonumber(at) + life > now then minid, done = item[1], true break end
+    minid = s .. '-' .. string.format('%d', tonumber(at) + 1)
+  end
+  if done or #head < 64 then break end
 end
 if minid then redis.call('XTRIM', KEYS[2], 'MINID', minid) end
 local seq = redis.call('INCR', KEYS[3])
@@ -436,6 +453,7 @@ class RedisRevocationStore:
         self._durable = durable or DurableWrites(client)
         self._add = client.register_script(_ADD)
         self._add_jti = client.register_script(_ADD_JTI)
+        self._next_sweep = secrets.randbelow(JTI_SHARDS)  # this process's round-robin place (instances spread out)
         self._lift = client.register_script(_LIFT)
         self._lift_jti = client.register_script(_LIFT_JTI)
         self._find = client.register_script(_FIND)
@@ -451,7 +469,10 @@ class RedisRevocationStore:
             assert entry.expires_at is not None
             bucket, digest = place
             id16 = entry.id[4:20]
-            jkeys = [bucket, _JTI_STREAM, f"{P}:rev:seq"]
+            # and SWEEP_EACH_ADD more buckets, round-robin: expired entries of buckets no add reaches go too
+            start, self._next_sweep = self._next_sweep, (self._next_sweep + SWEEP_EACH_ADD) % JTI_SHARDS
+            swept = [f"{BUCKET_PREFIX}{(start + i) % JTI_SHARDS}" for i in range(SWEEP_EACH_ADD)]
+            jkeys = [bucket, _JTI_STREAM, f"{P}:rev:seq", *(b for b in swept if b != bucket)]
             # ARGV[5], the sweep's "now": SWEEP_GRACE behind this instance's clock (a clock ahead sweeps nothing live)
             jargs = [digest, entry.revoked_at, entry.expires_at - entry.revoked_at, id16, int(now) - SWEEP_GRACE, ttl_ms, entry.value,
                      _reason_code(entry.reason), _signed_id(id16), event_key(bucket, digest)]
