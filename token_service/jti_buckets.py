@@ -25,10 +25,11 @@ from token_service.revocation import Marker, jti_digest
 
 JTI_SHARDS = 16384  # at most 65,536: the shard is read back from the two bytes an id carries
 BUCKET_PREFIX = "{ts}:rev:j:"
-SWEEP_EACH_ADD = 4
+SWEEP_EACH_ADD = 1
 """Buckets each jti add sweeps besides its own, round-robin (a per-process cursor): with adds going on, every bucket
-is swept every JTI_SHARDS / SWEEP_EACH_ADD adds (4,096), so expired entries of buckets that no add reaches leave
-too, and the store shrinks back after a burst. Each add also trims up to 256 expired entries off the stream's head."""
+is swept every JTI_SHARDS / SWEEP_EACH_ADD adds (16,384), so expired entries of buckets that no add reaches leave
+too, and the store shrinks back after a burst. Each add also trims up to 256 expired entries off the stream's head.
+(4 buckets an add made a loaded store's adds 2.6 times slower: a sweep reads every field of a bucket.)"""
 SWEEP_GRACE = 60
 """Seconds an expired jti entry is kept before an add sweeps it off its bucket or the stream: the sweep runs on the
 adding instance's clock, and an instance whose clock runs ahead (by less than this) must not remove the entries

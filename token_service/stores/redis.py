@@ -205,8 +205,8 @@ sweep(KEYS[1])
 for k = 4, #KEYS do sweep(KEYS[k]) end
 -- trim the expired entries at the stream's head (ids <seq>-<revoked_at>, field 'd' the life), up to 256 an add
 local minid, done = nil, false
-for batch = 1, 4 do
-  local head = redis.call('XRANGE', KEYS[2], minid or '-', '+', 'COUNT', 64)
+for _, count in ipairs({4, 28, 224}) do  -- a short first read: the head is usually live
+  local head = redis.call('XRANGE', KEYS[2], minid or '-', '+', 'COUNT', count)
   for _, item in ipairs(head) do
     local s, at = string.match(item[1], '^(%d+)%-(%d+)$')
     local fields, life = item[2], nil
@@ -214,7 +214,7 @@ for batch = 1, 4 do
     if life ~= nil and tonumber(at) + life > now then minid, done = item[1], true break end
     minid = s .. '-' .. string.format('%d', tonumber(at) + 1)
   end
-  if done or #head < 64 then break end
+  if done or #head < count then break end
 end
 if minid then redis.call('XTRIM', KEYS[2], 'MINID', minid) end
 local seq = redis.call('INCR', KEYS[3])
