@@ -129,7 +129,21 @@ redis.call('PUBLISH', '{ts}:rev:events', KEYS[4])
 return seq
 """
 
-_LIFT = """
+# Both lift scripts end with the feed's tombstone: the lifted entry's JSON in ``lifted`` by sequence number and in
+# ``lifted_exp`` by when it can be forgotten (kept while a token the entry covered could still be valid).
+_TOMBSTONE = """
+local function tombstone(lifted, lifted_exp, seq_key, now, record, forget_at)
+  for _, old in ipairs(redis.call('ZRANGEBYSCORE', lifted_exp, '-inf', now)) do
+    redis.call('ZREM', lifted, old)
+    redis.call('ZREM', lifted_exp, old)
+  end
+  local seq = redis.call('INCR', seq_key)
+  redis.call('ZADD', lifted, seq, record)
+  redis.call('ZADD', lifted_exp, forget_at, record)
+end
+"""
+
+_LIFT = _TOMBSTONE + """
 if redis.call('DEL', KEYS[1]) == 0 then return 0 end
 redis.call('ZREM', KEYS[2], ARGV[1])
 redis.call('ZREM', KEYS[3], ARGV[1])
@@ -155,15 +169,7 @@ else
   redis.call('DEL', KEYS[4], KEYS[5])
 end
 redis.call('PUBLISH', '{ts}:rev:events', KEYS[4])
--- the feed: a tombstone, kept while a token the entry covered could still be valid
-local now = tonumber(ARGV[4])
-for _, old in ipairs(redis.call('ZRANGEBYSCORE', KEYS[8], '-inf', now)) do
-  redis.call('ZREM', KEYS[7], old)
-  redis.call('ZREM', KEYS[8], old)
-end
-local seq = redis.call('INCR', KEYS[6])
-redis.call('ZADD', KEYS[7], seq, ARGV[3])
-redis.call('ZADD', KEYS[8], ARGV[5], ARGV[3])
+tombstone(KEYS[7], KEYS[8], KEYS[6], tonumber(ARGV[4]), ARGV[3], ARGV[5])
 return 1
 """
 
@@ -233,7 +239,7 @@ return seq
 """
 
 # KEYS bucket, stream, seq, lifted, lifted:exp; ARGV field, id16, stream id, now, tombstone JSON, forget at, event key
-_LIFT_JTI = """
+_LIFT_JTI = _TOMBSTONE + """
 local current = redis.call('HGET', KEYS[1], ARGV[1])
 if not current then return 0 end
 local kept, found = {}, false
@@ -244,14 +250,7 @@ if not found then return 0 end
 if #kept == 0 then redis.call('HDEL', KEYS[1], ARGV[1]) else redis.call('HSET', KEYS[1], ARGV[1], table.concat(kept, ';')) end
 redis.call('XDEL', KEYS[2], ARGV[3])
 redis.call('PUBLISH', '{ts}:rev:events', ARGV[7])
-local now = tonumber(ARGV[4])
-for _, old in ipairs(redis.call('ZRANGEBYSCORE', KEYS[5], '-inf', now)) do
-  redis.call('ZREM', KEYS[4], old)
-  redis.call('ZREM', KEYS[5], old)
-end
-local seq = redis.call('INCR', KEYS[3])
-redis.call('ZADD', KEYS[4], seq, ARGV[5])
-redis.call('ZADD', KEYS[5], ARGV[6], ARGV[5])
+tombstone(KEYS[4], KEYS[5], KEYS[3], tonumber(ARGV[4]), ARGV[5], ARGV[6])
 return 1
 """
 
