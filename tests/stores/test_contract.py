@@ -28,6 +28,18 @@ def stores(backend: str, request: pytest.FixtureRequest, clock: FakeClock) -> It
         close()
 
 
+def every_page(stores: Stores, limit: int) -> tuple[list[Revocation], int]:
+    """Every revocation in force, following the listing's cursors ``limit`` at a time, and the number of pages."""
+    seen: list[Revocation] = []
+    cursor, pages = None, 0
+    while True:
+        items, cursor = stores.revocations.page(cursor, limit)
+        seen.extend(items)
+        pages += 1
+        if cursor is None:
+            return seen, pages
+
+
 def entry(clock: FakeClock, rtype: str = "jti", value: str = "j-1", ttl: int | None = 930, at: int | None = None) -> Revocation:
     revoked_at = int(clock()) if at is None else at
     return Revocation(
@@ -89,15 +101,7 @@ class TestRevocationStore:
             e = entry(clock, "jti", f"j{i}")
             stores.revocations.add(e)
             made.append(e)
-        seen: list[Revocation] = []
-        cursor = None
-        pages = 0
-        while True:
-            items, cursor = stores.revocations.page(cursor, 3)
-            seen.extend(items)
-            pages += 1
-            if cursor is None:
-                break
+        seen, pages = every_page(stores, 3)
         assert seen == made and pages == 3
 
     def test_list_refuses_foreign_cursors(self, stores: Stores) -> None:
@@ -405,15 +409,7 @@ class TestJtiEntries:
             e = entry(clock, "sub" if i % 9 == 4 else "jti", f"many-{i}", at=int(clock()) + i % 3)
             stores.revocations.add(e)
             made.append(e)
-        seen: list[Revocation] = []
-        cursor = None
-        pages = 0
-        while True:
-            items, cursor = stores.revocations.page(cursor, 7)
-            seen.extend(items)
-            pages += 1
-            if cursor is None:
-                break
+        seen, pages = every_page(stores, 7)
         assert seen == made and pages == 7
         if backend == "redis":
             client = _redis(request)
